@@ -1,0 +1,45 @@
+"""Atomic file replacement: readers see the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from .errors import OutputError
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same directory.
+
+    The temporary file is fsynced and renamed over ``path`` with `os.replace`, so a
+    crash or a kill at any moment leaves either the previous file or the complete new
+    one. Raises `.OutputError` when the directory cannot be written.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".assetver-", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}; choose a writable location") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror}; choose a writable location") from e
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,138 @@
+"""Building a manifest from a root: scan, reuse cached digests, hash the rest in parallel."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import cache
+from .errors import AssetverError
+from .hashing import digest_file
+from .manifest import Entry, Manifest
+from .scan import Found, scan
+
+BATCH_SIZE = 256
+"""Files per task handed to a worker thread; one future per file would cost more than
+hashing a small file."""
+
+
+class FileReadError(AssetverError, OSError):
+    """A file under the root exists but cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """A built manifest and what it took."""
+
+    manifest: Manifest
+    hashed: int
+    """Files whose bytes were read and hashed."""
+    reused: int
+    """Files whose digest came from the cache."""
+    seconds: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(logical path, reason) of entries left out with a warning."""
+
+
+def default_jobs() -> int:
+    """Worker threads used when ``jobs`` is not given: one per core, at least two.
+
+    Reading small files is system-call bound and the calls release the GIL, so a
+    second thread helps even on one core; past the core count it only adds contention.
+    """
+    return max(2, os.cpu_count() or 1)
+
+
+def build(
+    root: str | os.PathLike[str],
+    *,
+    jobs: int | None = None,
+    exclude: Iterable[str] = (),
+    include_hidden: bool = False,
+    exclude_paths: Iterable[str | os.PathLike[str]] = (),
+    cache_path: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildResult:
+    """Builds the manifest of ``root``; see `assetver.build_manifest` for the options.
+
+    ``progress(done, total)`` is called, from worker threads too, with the number of
+    files just done and the number in the tree.
+    """
+    started = time.perf_counter()
+    root = os.fspath(root)
+    cache_file = os.fspath(cache_path) if cache_path is not None else None
+    excluded = [os.fspath(p) for p in exclude_paths]
+    if cache_file is not None:
+        excluded.append(cache_file)
+    found = scan(root, exclude=exclude, include_hidden=include_hidden, exclude_paths=excluded)
+    real_root = os.path.realpath(root)
+
+    stamp = (
+        cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file))) if cache_file else None
+    )
+    cached = cache.load(cache_file, real_root) if cache_file and stamp is not None else {}
+
+    keys: dict[str, cache.Key] = {}
+    digests: dict[str, str] = {}
+    todo: list[Found] = []
+    for f in found.files:
+        key = cache.stat_key(f.stat)
+        keys[f.logical_path] = key
+        hit = cached.get(f.logical_path)
+        if hit is not None and hit[0] == key:
+            digests[f.logical_path] = hit[1]
+        else:
+            todo.append(f)
+    reused = len(digests)
+    total = len(found.files)
+    report = None if progress is None else (lambda done: progress(done, total))
+    if report is not None and reused:
+        report(reused)
+
+    digests.update(_hash_all(todo, jobs or default_jobs(), report))
+
+    files = {p: Entry(d, keys[p][0]) for p, d in digests.items()}
+    manifest = Manifest(files)
+    if cache_file is not None and stamp is not None:
+        cache.save(cache_file, real_root, stamp, {p: (keys[p], d) for p, d in digests.items()})
+    return BuildResult(
+        manifest=manifest,
+        hashed=len(todo),
+        reused=reused,
+        seconds=time.perf_counter() - started,
+        skipped=found.skipped,
+    )
+
+
+def _hash_batch(batch: Sequence[Found], progress: Callable[[int], None] | None) -> dict[str, str]:
+    out = {}
+    for f in batch:
+        try:
+            out[f.logical_path] = digest_file(f.abs_path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise FileReadError(
+                f"cannot read {f.abs_path}: {reason}; fix its permissions or "
+                f"exclude it with --exclude '{f.logical_path}'"
+            ) from e
+    if progress is not None:
+        progress(len(batch))
+    return out
+
+
+def _hash_all(
+    todo: Sequence[Found], jobs: int, progress: Callable[[int], None] | None
+) -> dict[str, str]:
+    if jobs <= 1 or len(todo) <= BATCH_SIZE:
+        return _hash_batch(todo, progress)
+    batches = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
+    digests: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="assetver-hash") as pool:
+        for part in pool.map(_hash_batch, batches, [progress] * len(batches)):
+            digests.update(part)
+    return digests

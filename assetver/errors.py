@@ -1,0 +1,32 @@
+"""Exceptions raised by assetver.
+
+Each class also subclasses the builtin that fits, so callers that already catch
+``OSError`` or ``LookupError`` keep working. Messages are one line, name the path
+involved and say how to fix the problem.
+"""
+
+from __future__ import annotations
+
+
+class AssetverError(Exception):
+    """Base class of every error assetver raises on purpose."""
+
+
+class RootError(AssetverError, OSError):
+    """The static root is missing, not a directory or unreadable."""
+
+
+class ManifestError(AssetverError, ValueError):
+    """A manifest file is missing, corrupt, or of an unknown schema version."""
+
+
+class OutputError(AssetverError, OSError):
+    """An output file (manifest, cache) could not be written."""
+
+
+class AssetNotFound(AssetverError, LookupError):
+    """A logical path is not in the manifest (``assetver_strict`` mode)."""
+
+
+class ConfigError(AssetverError, ValueError):
+    """A setting has a value assetver does not understand."""

@@ -1,0 +1,54 @@
+"""Content digests: XXH3-64 of a file's bytes as 16 lowercase hex characters.
+
+This is the only module that imports xxhash. Files are read in fixed-size chunks into
+one reused buffer, so a file of any size hashes in constant memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import xxhash
+
+ALGORITHM = "xxh3_64"
+"""The manifest's ``algorithm`` value for digests made here."""
+
+CHUNK_SIZE = 1 << 20
+"""Bytes read per system call; smaller files are read in a single call."""
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def digest_bytes(data: bytes | bytearray | memoryview) -> str:
+    """Returns the digest of ``data``."""
+    return str(xxhash.xxh3_64_hexdigest(data))
+
+
+def digest_file(path: str) -> str:
+    """Returns the digest of the regular file at ``path``.
+
+    The file is opened without blocking, so a FIFO or device swapped in after a
+    directory scan can neither hang nor be read: it raises `IsADirectoryError` or
+    `OSError` like any other unreadable path.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if st.st_size < CHUNK_SIZE:
+            data = os.read(fd, st.st_size + 1)
+            if len(data) == st.st_size:
+                return digest_bytes(data)
+            hasher = xxhash.xxh3_64(data)
+        else:
+            hasher = xxhash.xxh3_64()
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            buf = bytearray(CHUNK_SIZE)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                hasher.update(view[:n])
+        return str(hasher.hexdigest())
+    finally:
+        os.close(fd)

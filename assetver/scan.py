@@ -1,0 +1,149 @@
+"""Walking the root: which files belong in the manifest, under which logical path.
+
+Logical paths keep the bytes of the names on disk (no Unicode normalisation): the
+server has to open exactly that file, and on Linux an NFC and an NFD spelling are
+two different files. Names that are not valid UTF-8 cannot be requested through
+Tornado's URL decoding, so they are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import RootError
+
+log = logging.getLogger("assetver")
+
+STATE_DIR = ".assetver"
+"""Directory in the root holding the build's own state; never part of a manifest."""
+
+TEMP_PREFIX = ".assetver-"
+"""Prefix of the temporary files of atomic writes; never part of a manifest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A regular file the scan accepted."""
+
+    logical_path: str
+    abs_path: str
+    stat: os.stat_result
+
+
+@dataclass(slots=True)
+class ScanResult:
+    files: list[Found] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(logical path, reason) of entries left out with a warning."""
+
+    def skip(self, logical_path: str, reason: str) -> None:
+        log.warning("skipped %s: %s", logical_path, reason)
+        self.skipped.append((logical_path, reason))
+
+
+def _exclude_matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    regexes = [fnmatch.translate(p.strip("/")) for p in patterns if p.strip("/")]
+    return re.compile("|".join(regexes)) if regexes else None
+
+
+def scan(
+    root: str,
+    *,
+    exclude: Iterable[str] = (),
+    include_hidden: bool = False,
+    exclude_paths: Iterable[str] = (),
+) -> ScanResult:
+    """Lists the regular files under ``root``.
+
+    ``exclude`` globs match a file's or directory's logical path or its bare name
+    (``*.map``, ``src``, ``vendor/*``). Dotfiles and dot-directories are left out
+    unless ``include_hidden``; the state directory, temporary files and the real
+    paths in ``exclude_paths`` (the manifest, the cache) always are. Symlinks are
+    followed only when their target is inside the root; links out of it and link
+    loops are skipped with a warning. FIFOs, sockets and devices are skipped without
+    being opened.
+    """
+    real_root = _check_root(root)
+    inside = real_root.rstrip(os.sep) + os.sep
+    excluded = {os.path.realpath(p) for p in exclude_paths}
+    matcher = _exclude_matcher(exclude)
+    result = ScanResult()
+    root_st = os.stat(real_root)
+    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+        (real_root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
+    ]
+    while stack:
+        directory, prefix, ancestors = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError as e:
+            if not prefix:
+                raise RootError(f"cannot read root {root}: {e.strerror}") from e
+            result.skip(prefix.rstrip("/"), f"cannot list directory: {e.strerror}")
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and (
+                not include_hidden or name == STATE_DIR or name.startswith(TEMP_PREFIX)
+            ):
+                continue
+            logical = prefix + name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                result.skip(
+                    logical.encode("utf-8", "backslashreplace").decode(), "name is not UTF-8"
+                )
+                continue
+            if matcher is not None and (matcher.match(logical) or matcher.match(name)):
+                continue
+            path = entry.path
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(path)
+                    if not (target.startswith(inside) or target == real_root):
+                        result.skip(logical, "symlink points outside the root")
+                        continue
+                    st = os.stat(path)
+                elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    target = path
+                else:
+                    continue
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                result.skip(logical, f"cannot stat: {e.strerror}")
+                continue
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                if target not in excluded:
+                    result.files.append(Found(logical, path, st))
+            elif stat.S_ISDIR(mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    result.skip(logical, "symlink loop")
+                else:
+                    stack.append((path, logical + "/", ancestors | {key}))
+    result.files.sort(key=lambda f: f.logical_path)
+    return result
+
+
+def _check_root(root: str) -> str:
+    real_root = os.path.realpath(root)
+    if not os.path.exists(real_root):
+        raise RootError(
+            f"static root {root} does not exist; pass the directory holding your assets"
+        )
+    if not os.path.isdir(real_root):
+        raise RootError(
+            f"static root {root} is not a directory; pass the directory holding your assets"
+        )
+    return real_root

@@ -1,0 +1,321 @@
+from __future__ import annotations
+
+import json
+import logging
+import os
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+import assetver
+from assetver import Manifest, ManifestError, RootError
+from assetver.build import FileReadError, build
+from assetver.manifest import Entry
+
+from .conftest import age, write
+
+
+def test_build_manifest_contract(tree: Path) -> None:
+    m = assetver.build_manifest(tree)
+    assert list(m) == sorted(m)
+    assert len(m) == 6
+    assert m["css/app.css"].digest == "ca450649173fc9bd"
+    assert m["css/app.css"].size == len("body { color: red }\n")
+    assert "LICENSE" in m
+    assert m.total_size() == sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+
+
+def test_manifest_json_is_canonical(tree: Path, tmp_path: Path) -> None:
+    m = assetver.build_manifest(tree)
+    text = m.to_json()
+    data = json.loads(text)
+    assert text == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert set(data) == {"version", "algorithm", "files"}
+    assert data["version"] == 1 and data["algorithm"] == "xxh3_64"
+    assert data["files"]["css/app.css"] == {"digest": "ca450649173fc9bd", "size": 20}
+    out = tmp_path / "m.json"
+    m.dump(out)
+    assert Manifest.load(out) == m
+
+
+def test_canonical_json_with_extra_keys_and_empty() -> None:
+    m = Manifest({"a b/ü.css": Entry("0123456789abcdef", 3, {"variants": {"gzip": 2, "br": 1}})})
+    text = m.to_json()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert Manifest.from_json(text) == m
+    assert Manifest.from_json(text)["a b/ü.css"].extra == {"variants": {"gzip": 2, "br": 1}}
+    empty = Manifest().to_json()
+    assert empty == json.dumps(json.loads(empty), indent=2, sort_keys=True) + "\n"
+
+
+def test_determinism_across_creation_order_and_jobs(tmp_path: Path) -> None:
+    names = [f"d{i % 7}/f{i}.txt" for i in range(600)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for n in names:
+        write(a, n, n * 3)
+    for n in reversed(names):
+        write(b, n, n * 3)
+    texts = {
+        assetver.build_manifest(root, jobs=jobs).to_json() for root in (a, b) for jobs in (1, 2, 8)
+    }
+    assert len(texts) == 1
+
+
+def test_hidden_files_and_state_are_excluded(tree: Path) -> None:
+    write(tree, ".env", "SECRET=1")
+    write(tree, ".git/config", "x")
+    write(tree, "css/.app.css.swp", "x")
+    write(tree, ".assetver/manifest.json", "{}")
+    write(tree, ".assetver-abc.tmp", "partial")
+    assert not any(p.startswith(".") or "/." in p for p in assetver.build_manifest(tree))
+    with_hidden = assetver.build_manifest(tree, include_hidden=True)
+    assert {".env", ".git/config", "css/.app.css.swp"} <= set(with_hidden)
+    assert ".assetver/manifest.json" not in with_hidden
+    assert ".assetver-abc.tmp" not in with_hidden
+
+
+def test_exclude_globs(tree: Path) -> None:
+    write(tree, "js/app.js.map", "{}")
+    write(tree, "src/main.ts", "x")
+    m = assetver.build_manifest(tree, exclude=["*.map", "src", "img/*"])
+    assert "js/app.js.map" not in m and "src/main.ts" not in m and "img/logo.svg" not in m
+    assert "js/app.js" in m
+
+
+def test_output_inside_root_is_excluded(tree: Path) -> None:
+    out = tree / "assetver.json"
+    assetver.build_manifest(tree).dump(out)
+    m = assetver.build_manifest(tree, exclude_paths=[out])
+    assert "assetver.json" not in m
+
+
+def test_empty_root(tmp_path: Path) -> None:
+    m = assetver.build_manifest(tmp_path)
+    assert len(m) == 0
+    assert Manifest.from_json(m.to_json()) == m
+
+
+def test_missing_root_and_file_root(tmp_path: Path) -> None:
+    with pytest.raises(RootError, match="does not exist"):
+        assetver.build_manifest(tmp_path / "nope")
+    f = write(tmp_path, "file", "x")
+    with pytest.raises(RootError, match="not a directory"):
+        assetver.build_manifest(f)
+
+
+def test_symlinks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "static"
+    write(root, "real/a.css", "a")
+    write(tmp_path, "secret.txt", "do not serve")
+    (tmp_path / "outside").mkdir()
+    write(tmp_path, "outside/b.css", "b")
+    os.symlink(root / "real/a.css", root / "inside-link.css")
+    os.symlink(root / "real", root / "linked-dir")
+    os.symlink(tmp_path / "secret.txt", root / "escape.txt")
+    os.symlink(tmp_path / "outside", root / "escape-dir")
+    os.symlink("..", root / "real/loop")
+    os.symlink(root / "missing", root / "dangling")
+    with caplog.at_level(logging.WARNING, logger="assetver"):
+        result = build(root)
+    m = result.manifest
+    assert m["inside-link.css"].digest == m["real/a.css"].digest
+    assert "linked-dir/a.css" in m
+    assert not any("escape" in p or "secret" in p or "b.css" in p for p in m)
+    reasons = dict(result.skipped)
+    assert reasons["escape.txt"] == "symlink points outside the root"
+    assert reasons["escape-dir"] == "symlink points outside the root"
+    assert reasons["real/loop"] == "symlink loop"
+    assert "escape.txt" in caplog.text
+
+
+def test_fifo_socket_and_device_are_skipped_without_hanging(tmp_path: Path) -> None:
+    import socket
+
+    root = tmp_path / "static"
+    write(root, "a.txt", "a")
+    os.mkfifo(root / "fifo")
+    os.symlink("/dev/zero", root / "zero")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(root / "sock"))
+        m = assetver.build_manifest(root)
+    finally:
+        sock.close()
+    assert list(m) == ["a.txt"]
+
+
+def test_odd_names(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "static"
+    nfd = unicodedata.normalize("NFD", "café.css")
+    names = ["with space.css", "ünïcödé/日本.js", nfd, "quote'\"$.txt", "{brace}.txt"]
+    for n in names:
+        write(root, n, n)
+    os.close(os.open(os.fsencode(root) + b"/bad-\xff.css", os.O_CREAT | os.O_WRONLY))
+    with caplog.at_level(logging.WARNING, logger="assetver"):
+        result = build(root)
+    assert sorted(result.manifest) == sorted(names)
+    assert nfd in result.manifest and unicodedata.normalize("NFC", nfd) not in result.manifest
+    assert [r for _, r in result.skipped] == ["name is not UTF-8"]
+    text = result.manifest.to_json()
+    assert Manifest.from_json(text.encode()) == result.manifest
+
+
+def test_deep_nesting(tmp_path: Path) -> None:
+    root = tmp_path / "static"
+    logical = "/".join(["d"] * 200) + "/deep.txt"
+    write(root, logical, "deep")
+    assert list(assetver.build_manifest(root)) == [logical]
+
+
+def test_unreadable_file_raises(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file; tests/test_cli.py covers this as an unprivileged user")
+    root = tmp_path / "static"
+    f = write(root, "secret.css", "x")
+    f.chmod(0)
+    with pytest.raises(FileReadError, match="secret.css"):
+        assetver.build_manifest(root)
+
+
+# -- incremental builds ---------------------------------------------------------------
+
+
+def cached_build(root: Path, tmp_path: Path) -> assetver.BuildResult:
+    return build(root, cache_path=tmp_path / "cache.json")
+
+
+def test_cache_reuses_unchanged_files(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    first = cached_build(tree, tmp_path)
+    assert (first.hashed, first.reused) == (6, 0)
+    second = cached_build(tree, tmp_path)
+    assert (second.hashed, second.reused) == (0, 6)
+    assert second.manifest == first.manifest
+
+
+def test_racy_files_are_rehashed(tree: Path, tmp_path: Path) -> None:
+    """Files modified in the same tick as the build started cannot be trusted."""
+    first = cached_build(tree, tmp_path)
+    css = tree / "css/app.css"
+    st = css.stat()
+    css.write_text("body { color: blu }\n")
+    os.utime(css, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = cached_build(tree, tmp_path)
+    assert second.manifest["css/app.css"].digest == assetver.build_manifest(tree)["css/app.css"].digest
+    assert second.manifest["css/app.css"].digest != first.manifest["css/app.css"].digest
+
+
+def test_same_size_and_mtime_change_is_detected(tree: Path, tmp_path: Path) -> None:
+    css = tree / "css/app.css"
+    age(tree, 100)
+    before = css.stat()
+    first = cached_build(tree, tmp_path)
+    css.write_text("body { color: blu }\n")
+    os.utime(css, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert css.stat().st_size == before.st_size and css.stat().st_mtime_ns == before.st_mtime_ns
+    second = cached_build(tree, tmp_path)
+    assert second.hashed == 1
+    assert second.manifest["css/app.css"].digest != first.manifest["css/app.css"].digest
+    assert second.manifest == assetver.build_manifest(tree)
+
+
+def test_add_delete_rename(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    cached_build(tree, tmp_path)
+    write(tree, "new.css", "new")
+    (tree / "LICENSE").unlink()
+    (tree / "js/app.js").rename(tree / "js/main.js")
+    result = cached_build(tree, tmp_path)
+    assert result.manifest == assetver.build_manifest(tree)
+    assert "LICENSE" not in result.manifest and "js/app.js" not in result.manifest
+    assert {"new.css", "js/main.js"} <= set(result.manifest)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b"[]",
+        b'{"format": "assetver-cache", "version": 99}',
+        b'{"format": "assetver-cache", "version": 1, "root": "/elsewhere", "stamp_ns": 0,'
+        b' "entries": {}}',
+        b'{"format": "assetver-cache", "version": 1, "root": "ROOT", "stamp_ns": 99999999999999999999,'
+        b' "entries": {"css/app.css": ["x", 1, 2, 3, "0000000000000000"]}}',
+        b'{"format": "assetver-cache", "version": 1, "root": "ROOT", "stamp_ns": 99999999999999999999,'
+        b' "entries": {"css/app.css": 5}}',
+    ],
+)
+def test_corrupt_or_foreign_cache_is_ignored(tree: Path, tmp_path: Path, content: bytes) -> None:
+    cache = tmp_path / "cache.json"
+    cache.write_bytes(content.replace(b"ROOT", os.fsencode(os.path.realpath(tree))))
+    result = cached_build(tree, tmp_path)
+    assert result.reused == 0
+    assert result.manifest == assetver.build_manifest(tree)
+
+
+def test_cache_with_wrong_digest_for_other_root_is_not_trusted(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    cached_build(tree, tmp_path)
+    other = tmp_path / "other"
+    write(other, "css/app.css", "body { color: red }\n")
+    result = cached_build(other, tmp_path)
+    assert result.reused == 0
+
+
+def test_truncated_cache_after_crash_is_ignored(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    cached_build(tree, tmp_path)
+    cache = tmp_path / "cache.json"
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) // 2])
+    result = cached_build(tree, tmp_path)
+    assert (result.hashed, result.reused) == (6, 0)
+    assert cached_build(tree, tmp_path).reused == 6
+
+
+def test_file_deleted_while_building_is_dropped(tree: Path) -> None:
+    def vanish(done: int, total: int) -> None:
+        (tree / "robots.txt").unlink(missing_ok=True)
+
+    result = build(tree, jobs=1, progress=vanish, cache_path=None)
+    assert result.manifest is not None
+
+
+# -- manifest loading -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "not valid JSON"),
+        ("[1]", "not an assetver manifest"),
+        ('{"version": 2, "algorithm": "xxh3_64", "files": {}}', "manifest version 2"),
+        ('{"version": 1, "algorithm": "sha1", "files": {}}', "algorithm 'sha1'"),
+        ('{"version": 1, "algorithm": "xxh3_64"}', "no 'files'"),
+        ('{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "XYZ", "size": 1}}}',
+         "malformed entry for 'a'"),
+        ('{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "0123456789abcdef",'
+         ' "size": true}}}', "malformed entry"),
+    ],
+)
+def test_load_rejects_bad_manifests(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    with pytest.raises(ManifestError, match=message) as info:
+        Manifest.load(path)
+    assert str(path) in str(info.value) and "assetver build" in str(info.value)
+
+
+def test_load_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="does not exist; rebuild it"):
+        Manifest.load(tmp_path / "none.json")
+
+
+def test_diff() -> None:
+    old = Manifest({"a": Entry("0" * 16, 1), "b": Entry("1" * 16, 1), "c": Entry("2" * 16, 1)})
+    new = Manifest({"b": Entry("1" * 16, 1), "c": Entry("3" * 16, 1), "d": Entry("4" * 16, 1)})
+    d = old.diff(new)
+    assert (d.added, d.removed, d.changed) == (["d"], ["a"], ["c"])
+    assert not old.diff(old)
