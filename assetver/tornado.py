@@ -1,0 +1,493 @@
+"""Tornado integration: ``static_url()`` answered from the manifest, and a
+`StaticFileHandler` that sends far-future caching only for current versions.
+
+Set it up with `settings`, which loads the manifest while the `Application` is built,
+before ``server.start(n)`` forks, so every worker renders the same URLs::
+
+    app = tornado.web.Application(
+        handlers,
+        **assetver.tornado.settings(
+            static_path="static",
+            assetver_manifest="static/.assetver/manifest.json",
+        ),
+    )
+
+This is the only module that imports tornado.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import tornado.web
+from tornado.web import HTTPError
+
+from .build import build
+from .errors import AssetNotFound, ConfigError, ManifestError
+from .http import (
+    ENCODINGS,
+    IMMUTABLE,
+    IMMUTABLE_SECONDS,
+    NO_STORE,
+    REVALIDATE,
+    accepted_encodings,
+    content_type,
+)
+from .manifest import Entry, Manifest
+from .memory import Memory, Representation, read_exactly
+from .urls import hashed_path, split_hashed
+
+log = logging.getLogger("assetver")
+
+STATE_KEY = "assetver.state"
+"""Key of the `Assets` object in ``Application.settings`` (not a user setting)."""
+
+URL_STYLES = ("query", "filename")
+STALE_POLICIES = ("serve", "redirect", "404")
+KNOWN_SETTINGS = frozenset(
+    {
+        "assetver_manifest",
+        "assetver_url_style",
+        "assetver_url_host",
+        "assetver_strict",
+        "assetver_stale",
+        "assetver_max_age",
+        "assetver_memory",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The ``assetver_*`` settings, validated; read only here."""
+
+    root: str
+    prefix: str
+    manifest_path: str | None
+    url_style: str
+    url_host: str
+    strict: bool
+    stale: str
+    max_age: int
+    memory: int
+    debug: bool
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Config:
+        unknown = sorted(
+            k for k in settings if k.startswith("assetver_") and k not in KNOWN_SETTINGS
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(KNOWN_SETTINGS))}"
+            )
+        static_path = settings.get("static_path")
+        if not static_path:
+            raise ConfigError("assetver needs the static_path setting: the directory to serve")
+        style = settings.get("assetver_url_style", "query")
+        if style not in URL_STYLES:
+            raise ConfigError(f"assetver_url_style={style!r} is not one of {URL_STYLES}")
+        stale = str(settings.get("assetver_stale", "serve"))
+        if stale not in STALE_POLICIES:
+            raise ConfigError(f"assetver_stale={stale!r} is not one of {STALE_POLICIES}")
+        host = settings.get("assetver_url_host") or ""
+        if host and not (
+            host.startswith(("https://", "http://", "//"))
+            and "/" not in host.split("//", 1)[1].rstrip("/")
+            and host.split("//", 1)[1].strip("/")
+        ):
+            raise ConfigError(
+                f"assetver_url_host={host!r} is not an origin such as https://cdn.example.com"
+            )
+        max_age = settings.get("assetver_max_age", 0)
+        if type(max_age) is not int or max_age < 0:
+            raise ConfigError(
+                f"assetver_max_age={max_age!r} must be a whole number of seconds >= 0"
+            )
+        memory = settings.get("assetver_memory", 32 << 20)
+        if type(memory) is not int or memory < 0:
+            raise ConfigError(f"assetver_memory={memory!r} must be a number of bytes >= 0")
+        manifest_path = settings.get("assetver_manifest")
+        return cls(
+            root=os.path.realpath(static_path),
+            prefix=settings.get("static_url_prefix", "/static/"),
+            manifest_path=os.fspath(manifest_path) if manifest_path else None,
+            url_style=style,
+            url_host=host.rstrip("/"),
+            strict=bool(settings.get("assetver_strict", False)),
+            stale=stale,
+            max_age=max_age,
+            memory=memory,
+            debug=bool(settings.get("debug")) or settings.get("static_hash_cache") is False,
+        )
+
+
+class Assets:
+    """The manifest in force for one Application, and what is derived from it.
+
+    Replaced wholesale (`set_manifest`) when the watcher delivers a new manifest, so a
+    request always sees one consistent version.
+    """
+
+    def __init__(self, config: Config, manifest: Manifest) -> None:
+        self.config = config
+        self.memory = Memory(config.memory)
+        self._warned: set[str] = set()
+        self.manifest = manifest
+        self.urls: dict[str, str] = {}
+
+    def set_manifest(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.urls = {}
+
+    def url(self, path: str, include_version: bool = True) -> str:
+        """Returns the URL of logical path ``path``; see `StaticFileHandler.make_static_url`."""
+        config = self.config
+        base = config.url_host + config.prefix
+        if not include_version:
+            return base + quote(path)
+        entry = self.manifest.get(path)
+        if entry is None:
+            return self._missing(path, base)
+        if config.url_style == "filename":
+            url = base + quote(hashed_path(path, entry.digest))
+        else:
+            url = f"{base}{quote(path)}?v={entry.digest}"
+        self.urls[path] = url
+        return url
+
+    def _missing(self, path: str, base: str) -> str:
+        source = self.config.manifest_path or f"the manifest built from {self.config.root}"
+        if self.config.strict:
+            raise AssetNotFound(
+                f"static_url({path!r}): not in {source}; fix the name or run: "
+                f"assetver build {self.config.root}"
+            )
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("static_url(%r): not in %s; serving it unversioned", path, source)
+        return base + quote(path)
+
+    def resolve(self, url_path: str) -> tuple[str, str | None]:
+        """Maps a URL path (prefix removed) to (logical path, digest in the file name).
+
+        A real file whose name looks hashed keeps its own name.
+        """
+        if url_path in self.manifest:
+            return url_path, None
+        split = split_hashed(url_path)
+        if split is not None and split[0] in self.manifest:
+            return split
+        return url_path, None
+
+
+_create_lock = threading.Lock()
+
+
+def assets_for(settings: dict[str, Any]) -> Assets:
+    """Returns the `Assets` of an Application's settings, creating them on first use.
+
+    `settings` creates them eagerly, so that bad configuration fails while the
+    Application is built and nothing is hashed after ``server.start(n)`` forks.
+    """
+    assets: Assets | None = settings.get(STATE_KEY)
+    if assets is not None:
+        return assets
+    with _create_lock:
+        assets = settings.get(STATE_KEY)
+        if assets is None:
+            config = Config.from_settings(settings)
+            assets = Assets(config, _initial_manifest(config))
+            settings[STATE_KEY] = assets
+    return assets
+
+
+def _initial_manifest(config: Config) -> Manifest:
+    if config.manifest_path is not None:
+        try:
+            return Manifest.load(config.manifest_path)
+        except ManifestError as e:
+            raise ConfigError(f"assetver_manifest: {e}") from e
+    return build(config.root).manifest
+
+
+def settings(**options: Any) -> dict[str, Any]:
+    """Returns Application settings that serve ``static_path`` through assetver.
+
+    Takes the same keywords as `tornado.web.Application` (``static_path``,
+    ``static_url_prefix``, ``debug``, ...) plus the ``assetver_*`` settings:
+
+    * ``assetver_manifest``: a manifest written by ``assetver build``; without one the
+      manifest is built once, here.
+    * ``assetver_url_style``: ``"query"`` (``/static/app.css?v=<digest>``, the default)
+      or ``"filename"`` (``/static/app.<digest>.css``). Both forms are served either way.
+    * ``assetver_url_host``: an origin (``https://cdn.example.com``) that ``static_url``
+      puts in front of the prefix; the local route keeps serving.
+    * ``assetver_strict``: ``static_url`` of a path not in the manifest raises
+      `.AssetNotFound` instead of logging a warning and returning an unversioned URL.
+    * ``assetver_stale``: what a request for a digest that is not current gets:
+      ``"serve"`` (current bytes, ``no-cache``), ``"redirect"`` or ``"404"``.
+    * ``assetver_max_age``: seconds unversioned requests may be cached (default 0:
+      ``no-cache``, revalidated with the ETag).
+    * ``assetver_memory``: bytes of small files kept in memory per process (default
+      32 MiB; files up to 64 KiB and their precompressed siblings).
+
+    Raises `.ConfigError` naming the setting when a value is wrong.
+    """
+    result = dict(options)
+    result.setdefault("static_handler_class", StaticFileHandler)
+    result.pop(STATE_KEY, None)
+    assets_for(result)
+    return result
+
+
+class StaticFileHandler(tornado.web.StaticFileHandler):
+    """A `tornado.web.StaticFileHandler` that versions URLs from the manifest.
+
+    Use it as ``static_handler_class`` (`settings` does): ``static_url()`` becomes a
+    dict look-up, requests carrying the current digest get one year of ``immutable``
+    caching, stale or forged digests never do, and nothing is hashed on a request.
+    Routes to other directories (``{"path": ...}``) work as with Tornado's class, with
+    ETag revalidation.
+    """
+
+    MEMORY_FILE_MAX = 64 * 1024
+    """Files up to this size (and their siblings) are served from memory."""
+
+    _assets: Assets | None = None
+    _entry: Entry | None = None
+    _status: str | None = None
+    _coding: str | None = None
+    _vary = False
+    _identity_path: str | None = None
+    _same_root: ClassVar[dict[str, bool]] = {}
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    @classmethod
+    def reset(cls) -> None:
+        """Does nothing. Debug mode calls this before every request; assetver's watcher
+        keeps versions fresh instead of re-hashing."""
+
+    @classmethod
+    def make_static_url(
+        cls, settings: dict[str, Any], path: str, include_version: bool = True
+    ) -> str:
+        """Returns the URL of ``path`` from the manifest: no file I/O, no hashing."""
+        assets = settings.get(STATE_KEY) or assets_for(settings)
+        if include_version:
+            url = assets.urls.get(path)
+            if url is not None:
+                return url
+        return assets.url(path, include_version)
+
+    @classmethod
+    def get_version(cls, settings: dict[str, Any], path: str) -> str | None:
+        """Returns the manifest's digest of ``path``, or None; never hashes."""
+        entry = assets_for(settings).manifest.get(path)
+        return entry.digest if entry is not None else None
+
+    def parse_url_path(self, url_path: str) -> str:
+        """Inverse of `make_static_url`: strips a digest from a hashed file name."""
+        assets = self._find_assets()
+        if assets is not None:
+            url_path = assets.resolve(url_path)[0]
+        return super().parse_url_path(url_path)
+
+    def _find_assets(self) -> Assets | None:
+        assets = self.settings.get(STATE_KEY)
+        if assets is None:
+            if not self.settings.get("static_path"):
+                return None
+            assets = assets_for(self.settings)
+        same = self._same_root.get(self.root)
+        if same is None:
+            same = os.path.realpath(self.root) == assets.config.root
+            self._same_root[self.root] = same
+        return assets if same else None
+
+    def get(  # type: ignore[override]
+        self, path: str, include_body: bool = True
+    ) -> Awaitable[None] | None:
+        assets = self._find_assets()
+        if assets is not None:
+            logical, digest = assets.resolve(path)
+            if any(part.startswith(".") and part not in (".", "..") for part in logical.split("/")):
+                raise HTTPError(404)
+            entry = assets.manifest.get(logical)
+            if entry is not None:
+                if digest is None:
+                    digest = self.get_query_argument("v", None)
+                if digest is None:
+                    self._status = "absent"
+                elif digest == entry.digest:
+                    self._status = "current"
+                else:
+                    self._status = "stale"
+                    if assets.config.stale == "404":
+                        raise HTTPError(404)
+                    if assets.config.stale == "redirect":
+                        self.set_header("Cache-Control", NO_STORE)
+                        self.redirect(assets.url(logical))
+                        return None
+                self._assets, self._entry = assets, entry
+                rep = assets.memory.get(logical, entry.digest)
+                if rep is not None and self._serve_from_memory(rep, include_body):
+                    return None
+        return super().get(path, include_body)
+
+    def _serve_from_memory(self, rep: Representation, include_body: bool) -> bool:
+        headers = self.request.headers
+        if "Range" in headers or (
+            "If-Modified-Since" in headers and "If-None-Match" not in headers
+        ):
+            return False
+        body, etag, coding = rep.identity, rep.etag, None
+        for candidate in accepted_encodings(headers.get("Accept-Encoding")) if rep.variants else ():
+            if candidate in rep.variants:
+                coding = candidate
+                body, etag = rep.variants[candidate]
+                break
+        self._coding = coding
+        self._vary = bool(rep.variants)
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Etag", etag)
+        self.set_header("Last-Modified", rep.modified)
+        self.set_header("Content-Type", rep.content_type)
+        self._set_cache_headers()
+        if headers.get("If-None-Match") and self.check_etag_header():
+            self.set_status(304)
+            return True
+        self.set_header("Content-Length", len(body))
+        if include_body:
+            self.write(body)
+        return True
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        path = super().validate_absolute_path(root, absolute_path)
+        if path is None or self._entry is None:
+            return path
+        identity = self._stat_result
+        if identity.st_size != self._entry.size:
+            self._warn_stale_manifest(path)
+            self._entry = self._status = None
+            return path
+        self._identity_path = path
+        siblings = self._siblings(root, path, identity)
+        self._vary = bool(siblings)
+        if identity.st_size <= self.MEMORY_FILE_MAX:
+            self._remember(path, identity, siblings)
+        if "Range" not in self.request.headers:
+            for coding in accepted_encodings(self.request.headers.get("Accept-Encoding")):
+                if coding in siblings:
+                    self._coding = coding
+                    path, self._stat_result = siblings[coding]
+                    break
+        return path
+
+    def _remember(
+        self, path: str, identity: os.stat_result, siblings: dict[str, tuple[str, os.stat_result]]
+    ) -> None:
+        assert self._assets is not None and self._entry is not None
+        body = read_exactly(path, self._entry.size)
+        if body is None:
+            return
+        variants = {}
+        for coding, (sibling_path, st) in siblings.items():
+            data = read_exactly(sibling_path, st.st_size)
+            if data is None or st.st_size > self.MEMORY_FILE_MAX:
+                return
+            variants[coding] = (data, self._etag_for(coding))
+        rep = Representation(
+            identity=body,
+            etag=self._etag_for(None),
+            modified=_modified(identity),
+            content_type=content_type(path),
+            variants=variants,
+        )
+        logical = os.path.relpath(path, self._assets.config.root).replace(os.sep, "/")
+        self._assets.memory.put(logical, self._entry.digest, rep)
+
+    def _siblings(
+        self, root: str, path: str, identity: os.stat_result
+    ) -> dict[str, tuple[str, os.stat_result]]:
+        found = {}
+        for coding, suffix in ENCODINGS:
+            try:
+                candidate = super().validate_absolute_path(root, path + suffix)
+            except HTTPError:
+                continue
+            if candidate is not None and self._stat_result.st_mtime_ns >= identity.st_mtime_ns:
+                found[coding] = (candidate, self._stat_result)
+        self._stat_result = identity
+        return found
+
+    def _etag_for(self, coding: str | None) -> str:
+        assert self._entry is not None
+        if coding is None:
+            return f'"{self._entry.digest}"'
+        return f'"{self._entry.digest}.{coding}"'
+
+    def _warn_stale_manifest(self, path: str) -> None:
+        assert self._assets is not None
+        log.warning(
+            "%s does not match the manifest (size differs); serving it unversioned. "
+            "Rebuild the manifest: assetver build %s",
+            path,
+            self._assets.config.root,
+        )
+
+    def compute_etag(self) -> str | None:
+        if self._entry is not None:
+            return self._etag_for(self._coding)
+        st = self._stat()
+        return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+    def get_content_type(self) -> str:
+        assert self.absolute_path is not None
+        return content_type(self._identity_path or self.absolute_path)
+
+    def get_cache_time(self, path: str, modified: Any, mime_type: str) -> int:
+        return IMMUTABLE_SECONDS if self._status == "current" else 0
+
+    def set_extra_headers(self, path: str) -> None:
+        self._set_cache_headers()
+
+    def _set_cache_headers(self) -> None:
+        if self._status == "current":
+            self.set_header("Cache-Control", IMMUTABLE)
+            if "Expires" not in self._headers:
+                self.set_header("Expires", _now() + _ONE_YEAR)
+        else:
+            max_age = self._assets.config.max_age if self._assets is not None else 0
+            self.set_header(
+                "Cache-Control", f"public, max-age={max_age}" if max_age else REVALIDATE
+            )
+        if self._vary:
+            self.set_header("Vary", "Accept-Encoding")
+        if self._coding is not None:
+            self.set_header("Content-Encoding", self._coding)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Cache-Control", NO_STORE)
+        super().write_error(status_code, **kwargs)
+
+
+_ONE_YEAR = datetime.timedelta(seconds=IMMUTABLE_SECONDS)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _modified(st: os.stat_result) -> datetime.datetime:
+    """Last-Modified as Tornado computes it: whole seconds, UTC."""
+    return datetime.datetime.fromtimestamp(int(st.st_mtime), datetime.timezone.utc)
