@@ -262,6 +262,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     """Files up to this size (and their siblings) are served from memory."""
 
     _assets: Assets | None = None
+    _logical = ""
     _entry: Entry | None = None
     _status: str | None = None
     _coding: str | None = None
@@ -322,6 +323,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             logical, digest = assets.resolve(path)
             if any(part.startswith(".") and part not in (".", "..") for part in logical.split("/")):
                 raise HTTPError(404)
+            self._assets, self._logical = assets, logical
             entry = assets.manifest.get(logical)
             if entry is not None:
                 if digest is None:
@@ -338,7 +340,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
                         self.set_header("Cache-Control", NO_STORE)
                         self.redirect(assets.url(logical))
                         return None
-                self._assets, self._entry = assets, entry
+                self._entry = entry
                 rep = assets.memory.get(logical, entry.digest)
                 if rep is not None and self._serve_from_memory(rep, include_body):
                     return None
@@ -373,7 +375,13 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         path = super().validate_absolute_path(root, absolute_path)
-        if path is None or self._entry is None:
+        if path is None or self._assets is None:
+            return path
+        if self._entry is None and self.default_filename and os.path.isdir(absolute_path):
+            logical = os.path.relpath(path, self._assets.config.root).replace(os.sep, "/")
+            self._entry = self._assets.manifest.get(logical)
+            self._logical, self._status = logical, "absent"
+        if self._entry is None:
             return path
         identity = self._stat_result
         if identity.st_size != self._entry.size:
@@ -413,8 +421,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             content_type=content_type(path),
             variants=variants,
         )
-        logical = os.path.relpath(path, self._assets.config.root).replace(os.sep, "/")
-        self._assets.memory.put(logical, self._entry.digest, rep)
+        self._assets.memory.put(self._logical, self._entry.digest, rep)
 
     def _siblings(
         self, root: str, path: str, identity: os.stat_result
