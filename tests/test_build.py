@@ -174,7 +174,7 @@ def test_unreadable_file_raises(tmp_path: Path) -> None:
     root = tmp_path / "static"
     f = write(root, "secret.css", "x")
     f.chmod(0)
-    with pytest.raises(FileReadError, match="secret.css"):
+    with pytest.raises(FileReadError, match=r"secret\.css"):
         assetver.build_manifest(root)
 
 
@@ -202,7 +202,9 @@ def test_racy_files_are_rehashed(tree: Path, tmp_path: Path) -> None:
     css.write_text("body { color: blu }\n")
     os.utime(css, ns=(st.st_atime_ns, st.st_mtime_ns))
     second = cached_build(tree, tmp_path)
-    assert second.manifest["css/app.css"].digest == assetver.build_manifest(tree)["css/app.css"].digest
+    assert (
+        second.manifest["css/app.css"].digest == assetver.build_manifest(tree)["css/app.css"].digest
+    )
     assert second.manifest["css/app.css"].digest != first.manifest["css/app.css"].digest
 
 
@@ -241,9 +243,11 @@ def test_add_delete_rename(tree: Path, tmp_path: Path) -> None:
         b'{"format": "assetver-cache", "version": 99}',
         b'{"format": "assetver-cache", "version": 1, "root": "/elsewhere", "stamp_ns": 0,'
         b' "entries": {}}',
-        b'{"format": "assetver-cache", "version": 1, "root": "ROOT", "stamp_ns": 99999999999999999999,'
+        b'{"format": "assetver-cache", "version": 1, "root": "ROOT",'
+        b' "stamp_ns": 99999999999999999999,'
         b' "entries": {"css/app.css": ["x", 1, 2, 3, "0000000000000000"]}}',
-        b'{"format": "assetver-cache", "version": 1, "root": "ROOT", "stamp_ns": 99999999999999999999,'
+        b'{"format": "assetver-cache", "version": 1, "root": "ROOT",'
+        b' "stamp_ns": 99999999999999999999,'
         b' "entries": {"css/app.css": 5}}',
     ],
 )
@@ -294,10 +298,15 @@ def test_file_deleted_while_building_is_dropped(tree: Path) -> None:
         ('{"version": 2, "algorithm": "xxh3_64", "files": {}}', "manifest version 2"),
         ('{"version": 1, "algorithm": "sha1", "files": {}}', "algorithm 'sha1'"),
         ('{"version": 1, "algorithm": "xxh3_64"}', "no 'files'"),
-        ('{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "XYZ", "size": 1}}}',
-         "malformed entry for 'a'"),
-        ('{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "0123456789abcdef",'
-         ' "size": true}}}', "malformed entry"),
+        (
+            '{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "XYZ", "size": 1}}}',
+            "malformed entry for 'a'",
+        ),
+        (
+            '{"version": 1, "algorithm": "xxh3_64", "files": {"a": {"digest": "0123456789abcdef",'
+            ' "size": true}}}',
+            "malformed entry",
+        ),
     ],
 )
 def test_load_rejects_bad_manifests(tmp_path: Path, content: str, message: str) -> None:

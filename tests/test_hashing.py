@@ -27,7 +27,7 @@ def pattern(n: int) -> bytes:
     ],
 )
 def test_golden_digests(tmp_path: Path, size: int, expected: str) -> None:
-    assert CHUNK_SIZE == MiB, "golden sizes are placed around the chunk boundary"
+    assert MiB == CHUNK_SIZE, "golden sizes are placed around the chunk boundary"
     data = pattern(size)
     path = tmp_path / "f"
     path.write_bytes(data)

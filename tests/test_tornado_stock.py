@@ -4,8 +4,8 @@ assetver's class. Each deliberate difference is named in a ``DIFFERS:`` docstrin
 from __future__ import annotations
 
 import datetime
-import gzip
 import email.utils
+import gzip
 import os
 from typing import Any
 
