@@ -318,6 +318,8 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     def get(  # type: ignore[override]
         self, path: str, include_body: bool = True
     ) -> Awaitable[None] | None:
+        if "\x00" in path:
+            raise HTTPError(400, "NUL in path")
         assets = self._find_assets()
         if assets is not None:
             logical, digest = assets.resolve(path)
