@@ -97,6 +97,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("new", metavar="NEW", help="the later manifest")
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser(
+        "nginx",
+        help="print nginx configuration serving ROOT with the caching policy",
+        description="Print nginx configuration for the http { } context: maps built from the "
+        "manifest and a server serving PREFIX from ROOT, far-future immutable caching only "
+        "for current versions. With --upstream, also proxy everything else to those Tornado "
+        "processes as in Tornado's deployment guide.",
+    )
+    p.add_argument("root", metavar="ROOT", help="the static directory")
+    p.add_argument(
+        "-m",
+        "--manifest",
+        metavar="FILE",
+        help=f"manifest of ROOT (default: ROOT/{STATE_DIR}/manifest.json)",
+    )
+    p.add_argument("--prefix", default="/static/", help="URL prefix (default: /static/)")
+    p.add_argument(
+        "--style",
+        choices=("query", "filename"),
+        default="query",
+        help="current URLs: query (?v=DIGEST, the default) or filename (app.DIGEST.css)",
+    )
+    p.add_argument(
+        "--listen", default="80", metavar="ADDR:PORT", help="server address (default: 80)"
+    )
+    p.add_argument("--server-name", metavar="NAME", help="server_name of the server")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="ADDR:PORT",
+        help="a Tornado process to proxy everything outside PREFIX to (repeatable)",
+    )
+    p.add_argument(
+        "--part",
+        choices=("all", "http", "server"),
+        default="all",
+        help="all: a complete file for http { } (default); http: only the maps and upstream "
+        "for http { }; server: only the locations for an existing server { }",
+    )
+    p.add_argument(
+        "--brotli",
+        action="store_true",
+        help="also serve .br siblings (brotli_static; needs the ngx_brotli module)",
+    )
+    p.add_argument(
+        "--max-age",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="cache time of unversioned and stale URLs (default 0: no-cache, revalidate)",
+    )
+    p.set_defaults(func=_cmd_nginx)
     return parser
 
 
@@ -241,6 +295,32 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(d.to_json(), indent=2, sort_keys=True))
     elif d:
         print(_format_diff(d))
+    return EXIT_OK
+
+
+def _cmd_nginx(args: argparse.Namespace) -> int:
+    from .nginx import render
+
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise _UsageError(f"{args.root} is not a directory; pass the static root")
+    path = args.manifest or default_manifest_path(args.root)
+    inside = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
+    deny = [] if inside.startswith("../") else [inside]
+    text = render(
+        Manifest.load(path),
+        root=root,
+        prefix=args.prefix,
+        style=args.style,
+        listen=args.listen,
+        server_name=args.server_name,
+        upstreams=args.upstream,
+        part=args.part,
+        brotli=args.brotli,
+        max_age=args.max_age,
+        deny=deny,
+    )
+    sys.stdout.write(text)
     return EXIT_OK
 
 
