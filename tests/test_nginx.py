@@ -498,6 +498,8 @@ def test_render_is_deterministic_and_validates() -> None:
         render(m, root="/srv", part="location")
     with pytest.raises(ConfigError):
         render(Manifest({"a.css": Entry("not hex", 1)}), root="/srv")
+    assert "open_file_cache max=256 " in render(m, root="/srv")
+    assert "open_file_cache" not in render(m, root="/srv", open_file_cache=0)
 
 
 def _start_example(port: int, manifest: Path, style: str, log: Path) -> subprocess.Popen[bytes]:
