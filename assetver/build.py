@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -105,6 +105,82 @@ def build(
         seconds=time.perf_counter() - started,
         skipped=found.skipped,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """What `refresh` returns: the build, and the stat data to pass to the next refresh."""
+
+    result: BuildResult
+    keys: dict[str, cache.Key]
+
+
+def refresh(
+    root: str | os.PathLike[str],
+    previous: Manifest,
+    *,
+    keys: Mapping[str, cache.Key] | None = None,
+    changed: Collection[str] = (),
+    jobs: int | None = None,
+    exclude: Iterable[str] = (),
+    include_hidden: bool = False,
+    exclude_paths: Iterable[str | os.PathLike[str]] = (),
+) -> Refreshed:
+    """Rebuilds the manifest of ``root`` from ``previous``, re-hashing only what changed.
+
+    The whole tree is re-scanned, so the filters are exactly those of `build` and
+    moved or deleted directories need no special case; scanning only stats, which
+    costs little next to hashing. A file keeps its entry from ``previous`` unless
+    its logical path, or a directory above it, is in ``changed``, or its stat data
+    differs from ``keys`` (those of the last refresh): events say what changed, and
+    stat data catches what events missed. A file of ``previous`` without keys is
+    trusted when its size matches, which is how a loaded manifest gives a head start.
+    """
+    started = time.perf_counter()
+    found = scan(
+        os.fspath(root),
+        exclude=exclude,
+        include_hidden=include_hidden,
+        exclude_paths=[os.fspath(p) for p in exclude_paths],
+    )
+    keys = keys or {}
+    new_keys: dict[str, cache.Key] = {}
+    files: dict[str, Entry] = {}
+    todo: list[Found] = []
+    for f in found.files:
+        path = f.logical_path
+        key = new_keys[path] = cache.stat_key(f.stat)
+        old = previous.get(path)
+        if (
+            old is not None
+            and (keys[path] == key if path in keys else old.size == key[0])
+            and not (changed and _is_under(path, changed))
+        ):
+            files[path] = old
+        else:
+            todo.append(f)
+    reused = len(files)
+    for path, digest in _hash_all(todo, jobs or default_jobs(), None).items():
+        files[path] = Entry(digest, new_keys[path][0])
+    result = BuildResult(
+        manifest=Manifest(files),
+        hashed=len(todo),
+        reused=reused,
+        seconds=time.perf_counter() - started,
+        skipped=found.skipped,
+    )
+    return Refreshed(result, {p: new_keys[p] for p in files})
+
+
+def _is_under(logical_path: str, paths: Collection[str]) -> bool:
+    """Tells whether ``logical_path`` or a directory above it is in ``paths``."""
+    while True:
+        if logical_path in paths:
+            return True
+        slash = logical_path.rfind("/")
+        if slash < 0:
+            return False
+        logical_path = logical_path[:slash]
 
 
 def _hash_batch(batch: Sequence[Found], progress: Callable[[int], None] | None) -> dict[str, str]:
