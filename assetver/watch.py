@@ -36,6 +36,9 @@ MAX_DELAY = 1.0
 """Seconds a steady stream of events may postpone a rebuild, so that changes made
 while files keep changing still show within the issue's two-second bound."""
 
+ALIVE_CHECK = 0.2
+"""Seconds between two calls of the ``alive`` callable while nothing changes."""
+
 POLL_INTERVAL = 0.5
 """Seconds between two snapshots of the root when inotify cannot be used."""
 
@@ -82,7 +85,9 @@ class Watcher:
     if given, replaces the initial full hash: its digests are kept for files whose
     size still matches. ``exclude``, ``include_hidden`` and ``exclude_paths`` are
     those of `assetver.build_manifest`. With ``polling`` (or when inotify's limits
-    are exhausted) the root is polled every `POLL_INTERVAL` seconds instead.
+    are exhausted) the root is polled every `POLL_INTERVAL` seconds instead. With
+    ``alive``, the watcher stops by itself once ``alive()`` returns False (checked
+    every `ALIVE_CHECK` seconds): an adapter passes "is my event loop still open".
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class Watcher:
         exclude_paths: Iterable[str | os.PathLike[str]] = (),
         debounce: float = 0.05,
         polling: bool = False,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         self._root = os.fspath(root)
         self._real_root = os.path.realpath(self._root)
@@ -106,6 +112,7 @@ class Watcher:
         self._exclude_paths = tuple(os.path.realpath(p) for p in exclude_paths)
         self._debounce = debounce
         self._polling = polling
+        self._alive = alive
         self._keys: dict[str, cache.Key] = {}
         self._pid = os.getpid()
         self._cond = threading.Condition()
@@ -262,10 +269,14 @@ class Watcher:
                         if wait <= 0:
                             break
                         self._cond.wait(wait)
-                    else:
+                    elif self._alive is None:
                         self._cond.wait()
-                if self._stopping:
-                    return
+                    elif self._cond.wait(ALIVE_CHECK) or self._alive():
+                        continue
+                    else:
+                        break
+                if self._stopping or not self._dirty:
+                    break
                 changed, self._changed, self._dirty = self._changed, set(), False
             try:
                 self._refresh(changed - {""})
@@ -277,6 +288,7 @@ class Watcher:
                     log.error("assetver watcher: cannot rebuild %s: %s", self._root, e)
                 else:
                     log.exception("assetver watcher: cannot rebuild %s", self._root)
+        self.stop()
 
     def _refresh(self, changed: set[str]) -> None:
         done = refresh(

@@ -17,7 +17,7 @@ from tornado.web import RequestHandler
 import assetver.hashing
 import assetver.tornado
 from assetver import ConfigError, Entry, Manifest
-from assetver.tornado import Assets, Config
+from assetver.serving import Assets, Config
 
 from .tornado_support import ROBOTS, StaticTestCase
 

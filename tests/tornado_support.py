@@ -13,6 +13,7 @@ from tornado.web import Application
 
 import assetver.tornado
 from assetver.hashing import digest_bytes
+from assetver.serving import STATE_KEY
 
 ROBOTS = b"User-agent: *\nDisallow: /\n"
 
@@ -41,7 +42,10 @@ class StaticTestCase(AsyncHTTPTestCase):
         super().setUp()
 
     def tearDown(self) -> None:
+        assets = self._app.settings.get(STATE_KEY)
         super().tearDown()
+        if assets is not None and assets.stop_watching is not None:
+            assets.stop_watching()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def handlers(self) -> list[Any]:
