@@ -12,7 +12,7 @@ from . import cache
 from .errors import AssetverError
 from .hashing import digest_file
 from .manifest import Entry, Manifest
-from .scan import Found, scan
+from .scan import Found, ScanResult, scan
 
 BATCH_SIZE = 256
 """Files per task handed to a worker thread; one future per file would cost more than
@@ -62,49 +62,24 @@ def build(
     files just done and the number in the tree.
     """
     started = time.perf_counter()
-    root = os.fspath(root)
     cache_file = os.fspath(cache_path) if cache_path is not None else None
-    excluded = [os.fspath(p) for p in exclude_paths]
-    if cache_file is not None:
-        excluded.append(cache_file)
-    found = scan(root, exclude=exclude, include_hidden=include_hidden, exclude_paths=excluded)
+    excluded = [*exclude_paths, *([cache_file] if cache_file is not None else [])]
+    found = _scan(root, exclude, include_hidden, excluded)
     real_root = os.path.realpath(root)
-
-    stamp = (
-        cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file))) if cache_file else None
-    )
+    stamp = None
+    if cache_file is not None:
+        stamp = cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file)))
     cached = cache.load(cache_file, real_root) if cache_file and stamp is not None else {}
 
-    keys: dict[str, cache.Key] = {}
-    digests: dict[str, str] = {}
-    todo: list[Found] = []
-    for f in found.files:
-        key = cache.stat_key(f.stat)
-        keys[f.logical_path] = key
-        hit = cached.get(f.logical_path)
-        if hit is not None and hit[0] == key:
-            digests[f.logical_path] = hit[1]
-        else:
-            todo.append(f)
-    reused = len(digests)
-    total = len(found.files)
-    report = None if progress is None else (lambda done: progress(done, total))
-    if report is not None and reused:
-        report(reused)
+    def reusable(logical_path: str, key: cache.Key) -> Entry | None:
+        hit = cached.get(logical_path)
+        return Entry(hit[1], key[0]) if hit is not None and hit[0] == key else None
 
-    digests.update(_hash_all(todo, jobs or default_jobs(), report))
-
-    files = {p: Entry(d, keys[p][0]) for p, d in digests.items()}
-    manifest = Manifest(files)
+    result, keys = _assemble(found, reusable, jobs, progress, started)
     if cache_file is not None and stamp is not None:
-        cache.save(cache_file, real_root, stamp, {p: (keys[p], d) for p, d in digests.items()})
-    return BuildResult(
-        manifest=manifest,
-        hashed=len(todo),
-        reused=reused,
-        seconds=time.perf_counter() - started,
-        skipped=found.skipped,
-    )
+        digests = {p: (keys[p], e.digest) for p, e in result.manifest.items()}
+        cache.save(cache_file, real_root, stamp, digests)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,31 +112,59 @@ def refresh(
     trusted when its size matches, which is how a loaded manifest gives a head start.
     """
     started = time.perf_counter()
-    found = scan(
+    found = _scan(root, exclude, include_hidden, exclude_paths)
+    known = keys or {}
+
+    def reusable(logical_path: str, key: cache.Key) -> Entry | None:
+        old = previous.get(logical_path)
+        if old is None or (changed and _is_under(logical_path, changed)):
+            return None
+        same = known[logical_path] == key if logical_path in known else old.size == key[0]
+        return old if same else None
+
+    return Refreshed(*_assemble(found, reusable, jobs, None, started))
+
+
+def _scan(
+    root: str | os.PathLike[str],
+    exclude: Iterable[str],
+    include_hidden: bool,
+    exclude_paths: Iterable[str | os.PathLike[str]],
+) -> ScanResult:
+    return scan(
         os.fspath(root),
         exclude=exclude,
         include_hidden=include_hidden,
         exclude_paths=[os.fspath(p) for p in exclude_paths],
     )
-    keys = keys or {}
-    new_keys: dict[str, cache.Key] = {}
+
+
+def _assemble(
+    found: ScanResult,
+    reusable: Callable[[str, cache.Key], Entry | None],
+    jobs: int | None,
+    progress: Callable[[int, int], None] | None,
+    started: float,
+) -> tuple[BuildResult, dict[str, cache.Key]]:
+    """Takes each scanned file's entry from ``reusable`` or, failing that, hashes it;
+    returns the result and the stat keys of the files in it."""
+    keys: dict[str, cache.Key] = {}
     files: dict[str, Entry] = {}
     todo: list[Found] = []
     for f in found.files:
-        path = f.logical_path
-        key = new_keys[path] = cache.stat_key(f.stat)
-        old = previous.get(path)
-        if (
-            old is not None
-            and (keys[path] == key if path in keys else old.size == key[0])
-            and not (changed and _is_under(path, changed))
-        ):
-            files[path] = old
-        else:
+        key = keys[f.logical_path] = cache.stat_key(f.stat)
+        entry = reusable(f.logical_path, key)
+        if entry is None:
             todo.append(f)
+        else:
+            files[f.logical_path] = entry
     reused = len(files)
-    for path, digest in _hash_all(todo, jobs or default_jobs(), None).items():
-        files[path] = Entry(digest, new_keys[path][0])
+    total = len(found.files)
+    report = None if progress is None else (lambda done: progress(done, total))
+    if report is not None and reused:
+        report(reused)
+    for path, digest in _hash_all(todo, jobs or default_jobs(), report).items():
+        files[path] = Entry(digest, keys[path][0])
     result = BuildResult(
         manifest=Manifest(files),
         hashed=len(todo),
@@ -169,7 +172,7 @@ def refresh(
         seconds=time.perf_counter() - started,
         skipped=found.skipped,
     )
-    return Refreshed(result, {p: new_keys[p] for p in files})
+    return result, {p: keys[p] for p in files}
 
 
 def _is_under(logical_path: str, paths: Collection[str]) -> bool:
