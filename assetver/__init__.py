@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .build import BuildResult, build
+from .build import BuildResult
+from .build import build as _build
 from .errors import (
     AssetNotFound,
     AssetverError,
@@ -38,7 +39,6 @@ __all__ = [
     "OutputError",
     "RootError",
     "__version__",
-    "build",
     "build_manifest",
 ]
 
@@ -60,7 +60,7 @@ def build_manifest(
     to leave out by path (an output manifest inside the root). With ``cache_path``
     the digests of unchanged files are reused from, and saved to, that build cache.
     """
-    return build(
+    return _build(
         root,
         jobs=jobs,
         exclude=exclude,

@@ -9,12 +9,13 @@ import tempfile
 from .errors import OutputError
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
     """Writes ``data`` to ``path`` through a temporary file in the same directory.
 
-    The temporary file is fsynced and renamed over ``path`` with `os.replace`, so a
-    crash or a kill at any moment leaves either the previous file or the complete new
-    one. Raises `.OutputError` when the directory cannot be written.
+    The temporary file is renamed over ``path`` with `os.replace`, so a kill at any
+    moment leaves either the previous file or the complete new one; with ``durable``
+    (the default) it is fsynced first, and the directory after, so a power loss does
+    too. Raises `.OutputError` when the directory cannot be written.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -25,14 +26,17 @@ def write_atomic(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise OutputError(f"cannot write {path}: {e.strerror}; choose a writable location") from e
+    if not durable:
+        return
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:

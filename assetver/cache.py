@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 
@@ -23,7 +24,8 @@ from .errors import OutputError
 log = logging.getLogger("assetver")
 
 _FORMAT = "assetver-cache"
-_VERSION = 1
+_VERSION = 2
+_HEX = re.compile("[0-9a-f]*")
 
 Key = tuple[int, int, int, int]
 """(size, mtime_ns, inode, ctime_ns) of a file when it was hashed."""
@@ -68,20 +70,27 @@ def load(path: str, root: str) -> dict[str, tuple[Key, str]]:
     try:
         if data["format"] != _FORMAT or data["version"] != _VERSION or data["root"] != root:
             return {}
-        stamp = data["stamp_ns"]
+        stamp, paths, flat, digests = (
+            data["stamp_ns"],
+            data["paths"],
+            data["keys"],
+            data["digests"],
+        )
+        n = len(paths)
+        if not (
+            type(stamp) is int
+            and isinstance(digests, str)
+            and len(flat) == 4 * n
+            and len(digests) == 16 * n
+            and _HEX.fullmatch(digests)
+            and all(type(k) is int for k in flat)
+        ):
+            raise ValueError("inconsistent lengths or types")
         entries: dict[str, tuple[Key, str]] = {}
-        for logical, (size, mtime, ino, ctime, digest) in data["entries"].items():
-            if not (
-                type(size) is int
-                and type(mtime) is int
-                and type(ino) is int
-                and type(ctime) is int
-                and isinstance(digest, str)
-                and len(digest) == 16
-            ):
-                raise TypeError(logical)
+        for i, logical in enumerate(paths):
+            size, mtime, ino, ctime = flat[4 * i : 4 * i + 4]
             if mtime < stamp and ctime < stamp:
-                entries[logical] = ((size, mtime, ino, ctime), digest)
+                entries[logical] = ((size, mtime, ino, ctime), digests[16 * i : 16 * i + 16])
         return entries
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         log.info("ignoring malformed build cache %s: %r", path, e)
@@ -89,15 +98,21 @@ def load(path: str, root: str) -> dict[str, tuple[Key, str]]:
 
 
 def save(path: str, root: str, stamp_ns: int, entries: Mapping[str, tuple[Key, str]]) -> None:
-    """Writes the cache atomically; a cache that cannot be written is only logged."""
+    """Writes the cache atomically but without fsync: a cache lost to a power cut is
+    only a slower next build. A cache that cannot be written is only logged."""
+    flat: list[int] = []
+    for key, _ in entries.values():
+        flat.extend(key)
     doc = {
         "format": _FORMAT,
         "version": _VERSION,
         "root": root,
         "stamp_ns": stamp_ns,
-        "entries": {p: [*key, digest] for p, (key, digest) in entries.items()},
+        "paths": list(entries),
+        "keys": flat,
+        "digests": "".join(digest for _, digest in entries.values()),
     }
     try:
-        write_atomic(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        write_atomic(path, json.dumps(doc, separators=(",", ":")).encode(), durable=False)
     except OutputError as e:
         log.info("build cache not saved: %s", e)

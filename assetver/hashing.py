@@ -26,11 +26,16 @@ def digest_bytes(data: bytes | bytearray | memoryview) -> str:
 
 
 def digest_file(path: str) -> str:
-    """Returns the digest of the regular file at ``path``.
+    """Returns the digest of the regular file at ``path``."""
+    return digest_file_stat(path)[0]
+
+
+def digest_file_stat(path: str) -> tuple[str, os.stat_result]:
+    """Returns the digest of the regular file at ``path`` and its stat, taken from the
+    open file (so both describe the same file, and no second lookup is needed).
 
     The file is opened without blocking, so a FIFO or device swapped in after a
-    directory scan can neither hang nor be read: it raises `IsADirectoryError` or
-    `OSError` like any other unreadable path.
+    directory scan can neither hang nor be read: it raises `OSError`.
     """
     fd = os.open(path, _OPEN_FLAGS)
     try:
@@ -40,7 +45,7 @@ def digest_file(path: str) -> str:
         if st.st_size < CHUNK_SIZE:
             data = os.read(fd, st.st_size + 1)
             if len(data) == st.st_size:
-                return digest_bytes(data)
+                return str(xxhash.xxh3_64_hexdigest(data)), st
             hasher = xxhash.xxh3_64(data)
         else:
             hasher = xxhash.xxh3_64()
@@ -49,6 +54,6 @@ def digest_file(path: str) -> str:
             view = memoryview(buf)
             while n := f.readinto(buf):
                 hasher.update(view[:n])
-        return str(hasher.hexdigest())
+        return str(hasher.hexdigest()), st
     finally:
         os.close(fd)

@@ -11,8 +11,9 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .atomic import write_atomic
 from .errors import ManifestError
@@ -25,18 +26,21 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{16}\Z")
 _REBUILD = "rebuild it with: assetver build ROOT -o {path}"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
+class Entry(NamedTuple):
     """What the manifest knows of one file.
 
     ``digest`` is the XXH3-64 hex of the served bytes and ``size`` their length.
     ``extra`` holds the keys later stages add (``hashed``, ``variants``,
     ``integrity``, ``deps``), kept verbatim so that no tool drops another's data.
+    A named tuple: a build makes one per file, and this is the cheapest immutable value.
     """
 
     digest: str
     size: int
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = _NO_EXTRA
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "digest": self.digest, "size": self.size}
@@ -67,6 +71,13 @@ class Manifest(Mapping[str, Entry]):
 
     def __init__(self, files: Mapping[str, Entry] | None = None) -> None:
         self._files: dict[str, Entry] = dict(sorted((files or {}).items()))
+
+    @classmethod
+    def from_sorted(cls, files: dict[str, Entry]) -> Manifest:
+        """Wraps ``files``, already in sorted order and not to be changed afterwards."""
+        manifest = cls.__new__(cls)
+        manifest._files = files
+        return manifest
 
     def __getitem__(self, logical_path: str) -> Entry:
         return self._files[logical_path]

@@ -27,18 +27,18 @@ TEMP_PREFIX = ".assetver-"
 """Prefix of the temporary files of atomic writes; never part of a manifest."""
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A regular file the scan accepted."""
+Found = tuple[str, str, "os.stat_result | None"]
+"""A regular file the scan accepted: (logical path, path to open, stat or None).
 
-    logical_path: str
-    abs_path: str
-    stat: os.stat_result
+The stat is None for plain files: the directory entry's type says "regular file"
+without a system call, and a cold build takes the stat from the open file instead.
+"""
 
 
 @dataclass(slots=True)
 class ScanResult:
     files: list[Found] = field(default_factory=list)
+    """Sorted by logical path."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(logical path, reason) of entries left out with a warning."""
 
@@ -78,6 +78,7 @@ def scan(
     stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
         (real_root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
     ]
+    files = result.files
     while stack:
         directory, prefix, ancestors = stack.pop()
         try:
@@ -90,31 +91,34 @@ def scan(
             continue
         for entry in entries:
             name = entry.name
-            if name.startswith(".") and (
+            if name[0] == "." and (
                 not include_hidden or name == STATE_DIR or name.startswith(TEMP_PREFIX)
             ):
                 continue
             logical = prefix + name
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                result.skip(
-                    logical.encode("utf-8", "backslashreplace").decode(), "name is not UTF-8"
-                )
-                continue
+            if not name.isascii():
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = logical.encode("utf-8", "backslashreplace").decode()
+                    result.skip(shown, "name is not UTF-8")
+                    continue
             if matcher is not None and (matcher.match(logical) or matcher.match(name)):
                 continue
             path = entry.path
             try:
+                if entry.is_file(follow_symlinks=False):
+                    if path not in excluded:
+                        files.append((logical, path, None))
+                    continue
                 if entry.is_symlink():
                     target = os.path.realpath(path)
                     if not (target.startswith(inside) or target == real_root):
                         result.skip(logical, "symlink points outside the root")
                         continue
                     st = os.stat(path)
-                elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                elif entry.is_dir(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    target = path
                 else:
                     continue
             except FileNotFoundError:
@@ -122,17 +126,16 @@ def scan(
             except OSError as e:
                 result.skip(logical, f"cannot stat: {e.strerror}")
                 continue
-            mode = st.st_mode
-            if stat.S_ISREG(mode):
+            if stat.S_ISREG(st.st_mode):
                 if target not in excluded:
-                    result.files.append(Found(logical, path, st))
-            elif stat.S_ISDIR(mode):
+                    files.append((logical, path, st))
+            elif stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     result.skip(logical, "symlink loop")
                 else:
                     stack.append((path, logical + "/", ancestors | {key}))
-    result.files.sort(key=lambda f: f.logical_path)
+    files.sort()
     return result
 
 

@@ -118,22 +118,22 @@ class DebugTest(StaticTestCase):
     def test_requests_neither_rebuild_nor_hash(self) -> None:
         urls = [self.url(p) for p in self.files]
         calls = []
-        original = assetver.hashing.digest_file
+        original = assetver.hashing.digest_file_stat
 
-        def counted(path: str) -> str:
+        def counted(path: str) -> Any:
             calls.append(path)
             return original(path)
 
-        assetver.hashing.digest_file = counted  # type: ignore[assignment]
-        assetver.build.digest_file = counted  # type: ignore[assignment]
+        assetver.hashing.digest_file_stat = counted
+        assetver.build.digest_file_stat = counted
         try:
             for _ in range(20):
                 for url in urls:
                     assert self.fetch(url).code == 200
             assert calls == []
         finally:
-            assetver.hashing.digest_file = original  # type: ignore[assignment]
-            assetver.build.digest_file = original  # type: ignore[assignment]
+            assetver.hashing.digest_file_stat = original
+            assetver.build.digest_file_stat = original
 
     def test_watcher_thread_runs(self) -> None:
         assert any(t.name == "assetver-watch" for t in threading.enumerate())
