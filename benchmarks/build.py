@@ -140,12 +140,12 @@ def _run(args: argparse.Namespace, work: str, n_files: int, big_mib: int) -> int
         source = f"synthetic, seed {args.seed}"
     os.sync()  # no writeback of the fresh tree during the rounds
     found = scan(root).files
-    logical = [f.logical_path for f in found]
-    paths = [f.abs_path for f in found]
+    logical = [f[0] for f in found]
+    paths = [f[1] for f in found]
     if not paths:
         print(f"no files under {args.root}: nothing to measure")
         return 0
-    sizes = sorted(f.stat.st_size for f in found)
+    sizes = sorted(os.stat(p).st_size for p in paths)
     total_bytes = sum(sizes)
     for p in paths:  # warm the page cache for every tool alike
         with open(p, "rb") as fh:
@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace, work: str, n_files: int, big_mib: int) -> int
     repeats = args.repeats or (3 if len(paths) >= 5000 else 9)
     jobs = default_jobs()
     rng = random.Random(args.seed + 1)
-    nonempty = [f.abs_path for f in found if f.stat.st_size]
+    nonempty = [p for p in paths if os.stat(p).st_size]
     changed = rng.sample(nonempty, min(len(nonempty), max(1, round(len(paths) / 100))))
     pool = random.Random(args.seed + 2).randbytes(2 * MIB)
 
@@ -551,7 +551,7 @@ def _profile(root: str, state: str, n: int) -> None:
     """Prints cProfile's top functions of a cold build (one thread: cProfile sees only
     the calling thread) and of a no-change rebuild on its cache."""
     cache_file = os.path.join(state, "profile-cache.json")
-    paths = [f.abs_path for f in scan(root).files]
+    paths = [f[1] for f in scan(root).files]
     _wait_for_fs_clock(state, _newest_ns(paths))
     gc_runs: list[float] = []
 
