@@ -54,7 +54,8 @@ def build_manifest(
 ) -> Manifest:
     """Hashes every file under ``root`` and returns the `Manifest`.
 
-    ``jobs`` is the number of hashing threads (default: one per core, at least two).
+    ``jobs`` is the number of hashing processes for large trees (default: one per
+    core; below 20,000 files to hash, everything happens in this process).
     ``exclude`` takes glob patterns matched against logical paths and bare names.
     Dotfiles are left out unless ``include_hidden``. ``exclude_paths`` names files
     to leave out by path (an output manifest inside the root). With ``cache_path``

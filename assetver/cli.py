@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"manifest to write (default: ROOT/{STATE_DIR}/manifest.json)",
     )
-    p.add_argument("-j", "--jobs", type=int, metavar="N", help="hashing threads (default: cores)")
+    p.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="hashing processes (default: one per core)"
+    )
     p.add_argument(
         "--no-cache",
         action="store_true",
@@ -87,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"manifest to check (default: ROOT/{STATE_DIR}/manifest.json)",
     )
-    p.add_argument("-j", "--jobs", type=int, metavar="N", help="hashing threads (default: cores)")
+    p.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="hashing processes (default: one per core)"
+    )
     _add_scan_options(p)
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
     p.set_defaults(func=_cmd_check)

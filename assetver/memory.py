@@ -7,25 +7,26 @@ so a new manifest never serves old bytes under a new digest.
 
 from __future__ import annotations
 
-import datetime
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Representation:
-    """Everything needed to answer a GET for one file without touching the disk."""
+    """Everything needed to answer a GET for one file without touching the disk.
 
-    identity: bytes
-    etag: str
-    modified: datetime.datetime
-    content_type: str
-    variants: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    """Content coding -> (precompressed body, its ETag)."""
+    ``variants`` maps a content coding (None for identity) to the body and the
+    ready-formatted headers that describe it (all but the caching headers, which
+    depend on the request's digest, and Content-Length, which a 304 must not carry).
+    """
+
+    variants: dict[str | None, tuple[bytes, Headers]]
 
     @property
     def cost(self) -> int:
-        return len(self.identity) + sum(len(body) for body, _ in self.variants.values())
+        return sum(len(body) for body, _ in self.variants.values())
 
 
 class Memory:

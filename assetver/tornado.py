@@ -23,11 +23,13 @@ import datetime
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import tornado.process
 import tornado.web
+from tornado import httputil
 from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 
@@ -41,7 +43,7 @@ from .http import (
     content_type,
 )
 from .manifest import Entry
-from .memory import Representation, read_exactly
+from .memory import Headers, Representation, read_exactly
 from .serving import STATE_KEY, Assets, assets_for
 from .watch import Watcher, refuse_in_child
 
@@ -140,7 +142,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     _same_root: ClassVar[dict[str, bool]] = {}
 
     def set_default_headers(self) -> None:
-        self.set_header("X-Content-Type-Options", "nosniff")
+        self._headers["X-Content-Type-Options"] = "nosniff"
 
     @classmethod
     def reset(cls) -> None:
@@ -190,13 +192,16 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         assets = self._find_assets()
         if assets is not None:
             logical, digest = assets.resolve(path)
-            if any(part.startswith(".") and part not in (".", "..") for part in logical.split("/")):
+            if "/." in "/" + logical and any(
+                part.startswith(".") and part not in (".", "..") for part in logical.split("/")
+            ):
                 raise HTTPError(404)
             self._assets, self._logical = assets, logical
             entry = assets.manifest.get(logical)
             if entry is not None:
                 if digest is None:
-                    digest = self.get_query_argument("v", None)
+                    values = self.request.query_arguments.get("v")
+                    digest = values[-1].decode("latin-1") if values else None
                 if digest is None:
                     self._status = "absent"
                 elif digest == entry.digest:
@@ -216,28 +221,27 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         return super().get(path, include_body)
 
     def _serve_from_memory(self, rep: Representation, include_body: bool) -> bool:
-        headers = self.request.headers
-        if "Range" in headers or (
-            "If-Modified-Since" in headers and "If-None-Match" not in headers
+        request = self.request.headers
+        if "Range" in request or (
+            "If-Modified-Since" in request and "If-None-Match" not in request
         ):
             return False
-        body, etag, coding = rep.identity, rep.etag, None
-        for candidate in accepted_encodings(headers.get("Accept-Encoding")) if rep.variants else ():
-            if candidate in rep.variants:
-                coding = candidate
-                body, etag = rep.variants[candidate]
-                break
-        self._coding = coding
-        self._vary = bool(rep.variants)
-        self.set_header("Accept-Ranges", "bytes")
-        self.set_header("Etag", etag)
-        self.set_header("Last-Modified", rep.modified)
-        self.set_header("Content-Type", rep.content_type)
+        variants = rep.variants
+        coding = None
+        if len(variants) > 1:
+            for candidate in accepted_encodings(request.get("Accept-Encoding")):
+                if candidate in variants:
+                    coding = candidate
+                    break
+        body, ready = variants[coding]
+        headers = self._headers
+        for name, value in ready:
+            headers[name] = value
         self._set_cache_headers()
-        if headers.get("If-None-Match") and self.check_etag_header():
+        if "If-None-Match" in request and self.check_etag_header():
             self.set_status(304)
             return True
-        self.set_header("Content-Length", len(body))
+        headers["Content-Length"] = str(len(body))
         if include_body:
             self.write(body)
         return True
@@ -277,20 +281,25 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         body = read_exactly(path, self._entry.size)
         if body is None:
             return
-        variants = {}
+        bodies: dict[str | None, bytes] = {None: body}
         for coding, (sibling_path, st) in siblings.items():
-            data = read_exactly(sibling_path, st.st_size)
-            if data is None or st.st_size > self.MEMORY_FILE_MAX:
+            if st.st_size > self.MEMORY_FILE_MAX:
                 return
-            variants[coding] = (data, self._etag_for(coding))
-        rep = Representation(
-            identity=body,
-            etag=self._etag_for(None),
-            modified=_modified(identity),
-            content_type=content_type(path),
-            variants=variants,
+            data = read_exactly(sibling_path, st.st_size)
+            if data is None:
+                return
+            bodies[coding] = data
+        common = (
+            ("Accept-Ranges", "bytes"),
+            ("Last-Modified", httputil.format_timestamp(_modified(identity))),
+            ("Content-Type", content_type(path)),
+            *((("Vary", "Accept-Encoding"),) if siblings else ()),
         )
-        self._assets.memory.put(self._logical, self._entry.digest, rep)
+        variants: dict[str | None, tuple[bytes, Headers]] = {}
+        for name, data in bodies.items():
+            encoding: Headers = (("Content-Encoding", name),) if name is not None else ()
+            variants[name] = (data, (("Etag", self._etag_for(name)), *common, *encoding))
+        self._assets.memory.put(self._logical, self._entry.digest, Representation(variants))
 
     def _siblings(
         self, root: str, path: str, identity: os.stat_result
@@ -336,32 +345,34 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self._set_cache_headers()
-
-    def _set_cache_headers(self) -> None:
-        if self._status == "current":
-            self.set_header("Cache-Control", IMMUTABLE)
-            if "Expires" not in self._headers:
-                self.set_header("Expires", _now() + _ONE_YEAR)
-        else:
-            max_age = self._assets.config.max_age if self._assets is not None else 0
-            self.set_header(
-                "Cache-Control", f"public, max-age={max_age}" if max_age else REVALIDATE
-            )
         if self._vary:
             self.set_header("Vary", "Accept-Encoding")
         if self._coding is not None:
             self.set_header("Content-Encoding", self._coding)
+
+    def _set_cache_headers(self) -> None:
+        headers = self._headers
+        if self._status == "current":
+            headers["Cache-Control"] = IMMUTABLE
+            headers["Expires"] = _expires()
+        else:
+            max_age = self._assets.config.max_age if self._assets is not None else 0
+            headers["Cache-Control"] = f"public, max-age={max_age}" if max_age else REVALIDATE
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Cache-Control", NO_STORE)
         super().write_error(status_code, **kwargs)
 
 
-_ONE_YEAR = datetime.timedelta(seconds=IMMUTABLE_SECONDS)
+_expires_at = [0, ""]
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+def _expires() -> str:
+    """``Expires`` one year out, formatted once per second rather than per request."""
+    now = int(time.time())
+    if _expires_at[0] != now:
+        _expires_at[:] = [now, httputil.format_timestamp(now + IMMUTABLE_SECONDS)]
+    return str(_expires_at[1])
 
 
 def _modified(st: os.stat_result) -> datetime.datetime:
