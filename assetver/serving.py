@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .build import build, refresh
+from .cache import Key
 from .errors import AssetNotFound, ConfigError, ManifestError
 from .manifest import Manifest
 from .memory import Memory
@@ -119,6 +120,8 @@ class Assets:
         self._warned: set[str] = set()
         self.manifest = manifest
         self.urls: dict[str, str] = {}
+        self.keys: dict[str, Key] = {}
+        """Debug mode: stat data of the files `manifest` was hashed from."""
         self.stop_watching: Callable[[], None] | None = None
         """Set while a debug watcher keeps `manifest` fresh."""
 
@@ -183,32 +186,40 @@ def assets_for(settings: dict[str, Any]) -> Assets:
         assets = settings.get(STATE_KEY)
         if assets is None:
             config = Config.from_settings(settings)
-            assets = Assets(config, _initial_manifest(config))
+            manifest, keys = _initial_manifest(config)
+            assets = Assets(config, manifest)
+            assets.keys = keys
             settings[STATE_KEY] = assets
     return assets
 
 
-def _initial_manifest(config: Config) -> Manifest:
+def _initial_manifest(config: Config) -> tuple[Manifest, dict[str, Key]]:
     """Production: the manifest file, or one build now. Debug: a build now, taking
-    from the manifest file only digests of files older than it (a head start)."""
-    loaded = None
+    from the manifest file only digests of files older than it (a head start), with
+    the stat data the watcher compares against when it starts."""
+    loaded = Manifest()
     if config.manifest_path is not None:
         try:
             loaded = Manifest.load(config.manifest_path)
         except ManifestError as e:
             raise ConfigError(f"assetver_manifest: {e}") from e
         if not config.debug:
-            return loaded
-    exclude = [config.manifest_path] if config.manifest_path else []
-    if loaded is None or config.manifest_path is None:
-        return build(config.root, exclude_paths=exclude).manifest
-    return refresh_from(config, loaded)
+            return loaded, {}
+    elif not config.debug:
+        return build(config.root).manifest, {}
+    done = refresh(
+        config.root,
+        _older_than_manifest(config, loaded),
+        exclude_paths=([config.manifest_path] if config.manifest_path else []),
+    )
+    return done.result.manifest, done.keys
 
 
-def refresh_from(config: Config, loaded: Manifest) -> Manifest:
-    """Re-hashes what changed since ``loaded`` was written: files whose mtime is not
-    strictly older than the manifest file's, or whose size differs."""
-    assert config.manifest_path is not None
+def _older_than_manifest(config: Config, loaded: Manifest) -> Manifest:
+    """The entries of ``loaded`` for files unchanged since it was written: same size,
+    mtime and ctime strictly older than the manifest file's."""
+    if config.manifest_path is None or not loaded:
+        return Manifest()
     written = os.stat(config.manifest_path).st_mtime_ns
     trusted = {}
     for logical, entry in loaded.items():
@@ -218,6 +229,4 @@ def refresh_from(config: Config, loaded: Manifest) -> Manifest:
             continue
         if st.st_mtime_ns < written and st.st_ctime_ns < written and st.st_size == entry.size:
             trusted[logical] = entry
-    return refresh(
-        config.root, Manifest(trusted), exclude_paths=[config.manifest_path]
-    ).result.manifest
+    return Manifest.from_sorted(trusted)

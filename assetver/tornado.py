@@ -81,6 +81,7 @@ def _watch(assets: Assets) -> None:
             config.root,
             on_change=deliver,
             manifest=assets.manifest,
+            keys=assets.keys,
             exclude_paths=[config.manifest_path] if config.manifest_path else [],
             alive=lambda: not asyncio_loop.is_closed(),
         )

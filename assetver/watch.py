@@ -16,7 +16,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from watchdog import events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -81,11 +81,12 @@ class Watcher:
     A burst of events (an editor's temp file and rename, a ``git checkout``) is
     coalesced until ``debounce`` seconds pass without a new one (or `MAX_DELAY`
     seconds after the first), then one rebuild re-hashes the changed files.
-    ``on_change`` runs on the watcher's thread, and only when the manifest differs. ``manifest``,
-    if given, replaces the initial full hash: its digests are kept for files whose
-    size still matches. ``exclude``, ``include_hidden`` and ``exclude_paths`` are
-    those of `assetver.build_manifest`. With ``polling`` (or when inotify's limits
-    are exhausted) the root is polled every `POLL_INTERVAL` seconds instead. With
+    ``on_change`` runs on the watcher's thread, and only when the manifest differs.
+    ``manifest``, if given, replaces the initial full hash: its digests are kept for
+    files whose stat data still equals ``keys`` (files without keys: whose size
+    matches). ``exclude``, ``include_hidden`` and ``exclude_paths`` are those of
+    `assetver.build_manifest`. With ``polling`` (or when inotify's limits are
+    exhausted) the root is polled every `POLL_INTERVAL` seconds instead. With
     ``alive``, the watcher stops by itself once ``alive()`` returns False (checked
     every `ALIVE_CHECK` seconds): an adapter passes "is my event loop still open".
     """
@@ -96,6 +97,7 @@ class Watcher:
         *,
         on_change: Callable[[Manifest], object],
         manifest: Manifest | None = None,
+        keys: Mapping[str, cache.Key] | None = None,
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         exclude_paths: Iterable[str | os.PathLike[str]] = (),
@@ -113,7 +115,7 @@ class Watcher:
         self._debounce = debounce
         self._polling = polling
         self._alive = alive
-        self._keys: dict[str, cache.Key] = {}
+        self._keys: dict[str, cache.Key] = dict(keys or {})
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._changed: set[str] = set()

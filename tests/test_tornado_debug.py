@@ -220,3 +220,25 @@ def test_forked_child_refuses_to_watch(tmp_path: Path) -> None:
     assert "refused: the assetver watcher cannot run in forked child 0" in result.stdout, (
         result.stdout + result.stderr
     )
+
+
+def test_same_size_edit_before_the_first_request_is_seen(tmp_path: Path) -> None:
+    """The manifest is built with the Application; the watcher starts at the first
+    request and must compare stat data, not only sizes, with what was hashed."""
+    import asyncio
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "app.css").write_bytes(b"#fff")
+    app = tornado.web.Application(
+        **assetver.tornado.settings(static_path=str(static), static_hash_cache=False)
+    )
+    time.sleep(0.01)
+    (static / "app.css").write_bytes(b"#000")
+    handler = app.settings["static_handler_class"]
+
+    async def first_use() -> str:
+        return str(handler.make_static_url(app.settings, "app.css"))
+
+    url = asyncio.run(first_use())
+    assert url == f"/static/app.css?v={assetver.hashing.digest_bytes(b'#000')}"
