@@ -54,8 +54,8 @@ def build_manifest(
 ) -> Manifest:
     """Hashes every file under ``root`` and returns the `Manifest`.
 
-    ``jobs`` is the number of hashing processes for large trees (default: one per
-    core; below 20,000 files to hash, everything happens in this process).
+    ``jobs`` is the number of hashing threads (default 1: threads only pay off for
+    large files).
     ``exclude`` takes glob patterns matched against logical paths and bare names.
     Dotfiles are left out unless ``include_hidden``. ``exclude_paths`` names files
     to leave out by path (an output manifest inside the root). With ``cache_path``

@@ -7,16 +7,18 @@ import gc
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import cache
 from .errors import AssetverError
+from .hashing import digest_file_stat
 from .manifest import Entry, Manifest
 from .scan import Found, ScanResult, scan
-from .workers import hash_files
 
-PROCESS_MIN_FILES = 20_000
-"""Below this many files to hash, starting worker processes costs more than it saves."""
+BATCH_SIZE = 256
+"""Files per task handed to a hashing thread; a future per file would cost more than
+hashing a small file."""
 
 
 class FileReadError(AssetverError, OSError):
@@ -38,8 +40,14 @@ class BuildResult:
 
 
 def default_jobs() -> int:
-    """Hashing processes used when ``jobs`` is not given: one per core."""
-    return os.cpu_count() or 1
+    """Hashing threads used when ``jobs`` is not given: one.
+
+    Hashing a small file is a handful of short system calls, and threads spend them
+    handing the GIL back and forth: on 100,000 small files two threads measured 0.84x
+    to 1.02x the speed of one. Threads pay off only for large files, whose chunked
+    reads release the GIL (1.4x with two threads on 8 MiB files): pass ``jobs`` then.
+    """
+    return 1
 
 
 def build(
@@ -229,19 +237,36 @@ def _is_under(logical_path: str, paths: Collection[str]) -> bool:
         logical_path = logical_path[:slash]
 
 
-def _hash_all(
-    todo: Sequence[Found], jobs: int, progress: Callable[[int], None] | None
+def _hash_batch(
+    batch: Sequence[Found], progress: Callable[[int], None] | None
 ) -> dict[str, tuple[str, cache.Key]]:
-    processes = jobs if len(todo) >= PROCESS_MIN_FILES else 1
-    results = hash_files([path for _, path, _ in todo], processes, progress)
-    done: dict[str, tuple[str, cache.Key]] = {}
-    for (logical, path, _), result in zip(todo, results, strict=True):
-        if isinstance(result, OSError):
-            reason = result.strerror or str(result)
+    out = {}
+    stat_key = cache.stat_key
+    for logical, path, _ in batch:
+        try:
+            digest, st = digest_file_stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            reason = e.strerror or str(e)
             raise FileReadError(
                 f"cannot read {path}: {reason}; fix its permissions or "
                 f"exclude it with --exclude '{logical}'"
-            ) from result
-        if result is not None:
-            done[logical] = result
+            ) from e
+        out[logical] = (digest, stat_key(st))
+    if progress is not None:
+        progress(len(batch))
+    return out
+
+
+def _hash_all(
+    todo: Sequence[Found], jobs: int, progress: Callable[[int], None] | None
+) -> dict[str, tuple[str, cache.Key]]:
+    if jobs <= 1 or len(todo) <= BATCH_SIZE:
+        return _hash_batch(todo, progress)
+    batches = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
+    done: dict[str, tuple[str, cache.Key]] = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="assetver-hash") as pool:
+        for part in pool.map(_hash_batch, batches, [progress] * len(batches)):
+            done.update(part)
     return done

@@ -40,6 +40,13 @@ def default_cache_path(manifest_path: str) -> str:
 
 def _add_scan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="hashing threads (default 1; more help only for large files)",
+    )
+    p.add_argument(
         "--exclude",
         action="append",
         default=[],
@@ -69,9 +76,6 @@ def _parser() -> argparse.ArgumentParser:
         help=f"manifest to write (default: ROOT/{STATE_DIR}/manifest.json)",
     )
     p.add_argument(
-        "-j", "--jobs", type=int, metavar="N", help="hashing processes (default: one per core)"
-    )
-    p.add_argument(
         "--no-cache",
         action="store_true",
         help="hash every file; neither read nor write the build cache",
@@ -88,9 +92,6 @@ def _parser() -> argparse.ArgumentParser:
         "--manifest",
         metavar="FILE",
         help=f"manifest to check (default: ROOT/{STATE_DIR}/manifest.json)",
-    )
-    p.add_argument(
-        "-j", "--jobs", type=int, metavar="N", help="hashing processes (default: one per core)"
     )
     _add_scan_options(p)
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
