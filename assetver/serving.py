@@ -152,10 +152,15 @@ class Assets:
                 f"static_url({path!r}): not in {source}; fix the name or run: "
                 f"assetver build {self.config.root}"
             )
-        if path not in self._warned:
-            self._warned.add(path)
-            log.warning("static_url(%r): not in %s; serving it unversioned", path, source)
+        self.warn_once(f"static_url({path!r}): not in {source}; serving it unversioned")
         return base + quote(path)
+
+    def warn_once(self, message: str) -> None:
+        """Logs ``message`` as a warning the first time only: a missing asset would
+        otherwise log on every page."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
     def resolve(self, url_path: str) -> tuple[str, str | None]:
         """Maps a URL path (prefix removed) to (logical path, digest in the file name).

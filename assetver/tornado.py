@@ -265,7 +265,9 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         self._identity_path = path
         siblings = self._siblings(root, path, identity)
         self._vary = bool(siblings)
-        if identity.st_size <= self.MEMORY_FILE_MAX:
+        if identity.st_size <= self.MEMORY_FILE_MAX and (
+            self._assets.memory.get(self._logical, self._entry.digest) is None
+        ):
             self._remember(path, identity, siblings)
         if "Range" not in self.request.headers:
             for coding in accepted_encodings(self.request.headers.get("Accept-Encoding")):
@@ -324,11 +326,9 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
 
     def _warn_stale_manifest(self, path: str) -> None:
         assert self._assets is not None
-        log.warning(
-            "%s does not match the manifest (size differs); serving it unversioned. "
-            "Rebuild the manifest: assetver build %s",
-            path,
-            self._assets.config.root,
+        self._assets.warn_once(
+            f"{path} does not match the manifest (size differs); serving it unversioned. "
+            f"Rebuild the manifest: assetver build {self._assets.config.root}"
         )
 
     def compute_etag(self) -> str | None:
@@ -365,15 +365,16 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         super().write_error(status_code, **kwargs)
 
 
-_expires_at = [0, ""]
+_expires_at: tuple[int, str] = (0, "")
 
 
 def _expires() -> str:
     """``Expires`` one year out, formatted once per second rather than per request."""
+    global _expires_at
     now = int(time.time())
     if _expires_at[0] != now:
-        _expires_at[:] = [now, httputil.format_timestamp(now + IMMUTABLE_SECONDS)]
-    return str(_expires_at[1])
+        _expires_at = (now, httputil.format_timestamp(now + IMMUTABLE_SECONDS))
+    return _expires_at[1]
 
 
 def _modified(st: os.stat_result) -> datetime.datetime:
