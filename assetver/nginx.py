@@ -250,6 +250,7 @@ def _locations(
     ]
     common = [
         *(cache if file_cache else []),
+        "disable_symlinks if_not_owner from=$document_root;",
         "add_header Cache-Control $assetver_cache_control always;",
         "add_header Expires $assetver_expires always;",
         "add_header X-Content-Type-Options nosniff always;",

@@ -355,6 +355,25 @@ def test_traversal_is_not_served(
             assert b"SECRET" not in body and b"root:" not in body, path
 
 
+def test_symlink_out_of_the_root_is_not_followed(
+    nginx: Nginx, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to someone else's file is refused (``disable_symlinks if_not_owner``), as
+    Tornado refuses links out of the root; a link to a sibling file still serves."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the link's target another owner")
+    secret = site.parent / "secret.txt"
+    os.chown(secret, 65534, 65534)
+    os.symlink(secret, site / "escape.txt")
+    os.symlink("app.css", site / "css" / "alias.css")
+    port = free_port()
+    nginx.site(cli_config(capsys, str(site), "--listen", f"127.0.0.1:{port}"))
+    with nginx.running(port):
+        status, body = raw_get(port, "/static/escape.txt")
+        assert status in (403, 404) and b"SECRET" not in body
+        assert get(port, "/static/css/alias.css").status == 200
+
+
 def test_manifest_inside_root_is_denied(
     nginx: Nginx, site: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
