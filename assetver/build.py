@@ -75,12 +75,7 @@ def build(
         if cache_file is not None:
             stamp = cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file)))
         cached = cache.load(cache_file, real_root) if cache_file and stamp is not None else {}
-
-        def reusable(logical_path: str, key: cache.Key) -> Entry | None:
-            hit = cached.get(logical_path)
-            return Entry(hit[1], key[0]) if hit is not None and hit[0] == key else None
-
-        result, keys = _assemble(found, reusable if cached else None, jobs, progress, started)
+        result, keys = _assemble(found, cached, (), jobs, progress, started)
         unchanged = result.hashed == 0 and len(cached) == len(result.manifest)
         if cache_file is not None and stamp is not None and not unchanged:
             digests = {p: (keys[p], e.digest) for p, e in result.manifest.items()}
@@ -148,15 +143,8 @@ def _refresh(
 ) -> Refreshed:
     started = time.perf_counter()
     found = _scan(root, exclude, include_hidden, exclude_paths)
-
-    def reusable(logical_path: str, key: cache.Key) -> Entry | None:
-        old = previous.get(logical_path)
-        if old is None or (changed and _is_under(logical_path, changed)):
-            return None
-        same = known[logical_path] == key if logical_path in known else old.size == key[0]
-        return old if same else None
-
-    return Refreshed(*_assemble(found, reusable, jobs, None, started))
+    candidates = {p: (known.get(p), e) for p, e in previous.items()}
+    return Refreshed(*_assemble(found, candidates, changed, jobs, None, started))
 
 
 def _scan(
@@ -175,55 +163,66 @@ def _scan(
 
 def _assemble(
     found: ScanResult,
-    reusable: Callable[[str, cache.Key], Entry | None] | None,
+    candidates: Mapping[str, tuple[cache.Key | None, Entry]],
+    changed: Collection[str],
     jobs: int | None,
     progress: Callable[[int, int], None] | None,
     started: float,
 ) -> tuple[BuildResult, dict[str, cache.Key]]:
-    """Takes each scanned file's entry from ``reusable`` or, failing that, hashes it;
-    returns the result and the stat keys of the files in it. Without ``reusable``
-    (a cold build) nothing is stat'ed before hashing: the open file gives its stat."""
+    """Reuses a candidate entry for each scanned file whose stat key equals the
+    candidate's (for a candidate without a key: whose size matches) and that is not
+    under a ``changed`` path; hashes the rest. Returns the result and the stat keys
+    of its files. Without candidates (a cold build) nothing is stat'ed before hashing:
+    the open file gives its stat."""
     keys: dict[str, cache.Key] = {}
-    reused: dict[str, Entry] = {}
-    todo: list[Found] = found.files
-    if reusable is not None:
-        todo = []
-        stat_key = cache.stat_key
+    files: dict[str, Entry | None] = {}
+    todo: list[Found] = []
+    if candidates:
+        get = candidates.get
         for f in found.files:
             logical, path, st = f
-            try:
-                key = keys[logical] = stat_key(st if st is not None else os.stat(path))
-            except FileNotFoundError:
-                continue
-            entry = reusable(logical, key)
-            if entry is None:
-                todo.append(f)
+            if st is None:
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+            key = keys[logical] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            hit = get(logical)
+            if (
+                hit is not None
+                and (hit[0] == key if hit[0] is not None else hit[1].size == key[0])
+                and not (changed and _is_under(logical, changed))
+            ):
+                files[logical] = hit[1]
             else:
-                reused[logical] = entry
+                files[logical] = None
+                todo.append(f)
+    else:
+        todo = found.files
+        files = dict.fromkeys(logical for logical, _, _ in todo)
+    reused = len(files) - len(todo)
     total = len(found.files)
     report = None if progress is None else (lambda done: progress(done, total))
     if report is not None and reused:
-        report(len(reused))
+        report(reused)
     hashed = _hash_all(todo, jobs or default_jobs(), report)
-    files: dict[str, Entry] = {}
-    for logical, _, _ in found.files:
-        entry = reused.get(logical)
-        if entry is None:
-            done = hashed.get(logical)
-            if done is None:
-                continue
+    for logical, _, _ in todo:
+        done = hashed.get(logical)
+        if done is None:
+            del files[logical]
+            keys.pop(logical, None)
+        else:
             digest, key = done
             keys[logical] = key
-            entry = Entry(digest, key[0])
-        files[logical] = entry
+            files[logical] = Entry(digest, key[0])
     result = BuildResult(
-        manifest=Manifest.from_sorted(files),
+        manifest=Manifest.from_sorted(files),  # type: ignore[arg-type]
         hashed=len(todo),
-        reused=len(reused),
+        reused=reused,
         seconds=time.perf_counter() - started,
         skipped=found.skipped,
     )
-    return result, {p: keys[p] for p in files}
+    return result, keys
 
 
 def _is_under(logical_path: str, paths: Collection[str]) -> bool:

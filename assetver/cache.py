@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from .atomic import write_atomic
 from .errors import OutputError
+from .manifest import Entry
 
 log = logging.getLogger("assetver")
 
@@ -54,7 +55,7 @@ def filesystem_now(directory: str) -> int | None:
         os.unlink(tmp)
 
 
-def load(path: str, root: str) -> dict[str, tuple[Key, str]]:
+def load(path: str, root: str) -> dict[str, tuple[Key, Entry]]:
     """Returns the trustworthy entries of the cache at ``path`` for ``root``.
 
     Anything unexpected yields an empty dict (a full rebuild), never an exception.
@@ -86,11 +87,12 @@ def load(path: str, root: str) -> dict[str, tuple[Key, str]]:
             and all(type(k) is int for k in flat)
         ):
             raise ValueError("inconsistent lengths or types")
-        entries: dict[str, tuple[Key, str]] = {}
+        entries: dict[str, tuple[Key, Entry]] = {}
         for i, logical in enumerate(paths):
             size, mtime, ino, ctime = flat[4 * i : 4 * i + 4]
             if mtime < stamp and ctime < stamp:
-                entries[logical] = ((size, mtime, ino, ctime), digests[16 * i : 16 * i + 16])
+                digest = digests[16 * i : 16 * i + 16]
+                entries[logical] = ((size, mtime, ino, ctime), Entry(digest, size))
         return entries
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         log.info("ignoring malformed build cache %s: %r", path, e)
