@@ -241,7 +241,9 @@ def _hash_batch(
 ) -> dict[str, tuple[str, cache.Key]]:
     out = {}
     stat_key = cache.stat_key
-    for logical, path, _ in batch:
+    for i, (logical, path, _) in enumerate(batch, 1):
+        if progress is not None and i % BATCH_SIZE == 0:
+            progress(BATCH_SIZE)
         try:
             digest, st = digest_file_stat(path)
         except FileNotFoundError:
@@ -253,8 +255,8 @@ def _hash_batch(
                 f"exclude it with --exclude '{logical}'"
             ) from e
         out[logical] = (digest, stat_key(st))
-    if progress is not None:
-        progress(len(batch))
+    if progress is not None and len(batch) % BATCH_SIZE:
+        progress(len(batch) % BATCH_SIZE)
     return out
 
 
