@@ -269,12 +269,25 @@ def test_truncated_cache_after_crash_is_ignored(tree: Path, tmp_path: Path) -> N
     assert cached_build(tree, tmp_path).reused == 6
 
 
-def test_file_deleted_while_building_is_dropped(tree: Path) -> None:
-    def vanish(done: int, total: int) -> None:
-        (tree / "robots.txt").unlink(missing_ok=True)
+def test_file_deleted_between_scan_and_hash_is_dropped(tree: Path, tmp_path: Path) -> None:
+    """The first progress report (the files reused from the cache) comes after the scan
+    and before hashing: a file deleted then is scanned but gone when it is opened."""
+    age(tree)
+    cached_build(tree, tmp_path)
+    write(tree, "robots.txt", "User-agent: *\nAllow: /\n")
+    write(tree, "LICENSE", "BSD\n")
+    reports: list[int] = []
 
-    result = build(tree, jobs=1, progress=vanish, cache_path=None)
-    assert result.manifest is not None
+    def vanish(done: int, total: int) -> None:
+        if not reports:
+            (tree / "robots.txt").unlink()
+        reports.append(done)
+
+    result = build(tree, jobs=1, progress=vanish, cache_path=tmp_path / "cache.json")
+    assert reports[0] == 4 and result.hashed == 2
+    assert "robots.txt" not in result.manifest
+    assert result.manifest["LICENSE"].digest == assetver.build_manifest(tree)["LICENSE"].digest
+    assert len(result.manifest) == 5
 
 
 # -- manifest loading -------------------------------------------------------------------
