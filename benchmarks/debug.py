@@ -45,28 +45,24 @@ when one is missed, never with --smoke).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hashlib
 import http.client
-import io
 import json
 import math
 import os
 import random
 import re
-import select
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 TARGET_SPEEDUP = 5.0
 TARGET_LATENCY_TYPICAL = 0.5
@@ -75,11 +71,6 @@ TARGET_BURST_REBUILDS = 3
 """"One or a few": more than this many rebuilds for one burst counts as missed."""
 
 N_ASSETS = 50
-PIN_SERVER, PIN_CLIENT = (
-    (["taskset", "-c", "0"], ["taskset", "-c", "1"])
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-    else ([], [])
-)
 KINDS = ("stock", "ours", "floor")
 LABELS = {
     "stock": "stock StaticFileHandler",
@@ -127,13 +118,8 @@ def main() -> int:
         _serve(args.server, args.fd, args.root, args.assets)
         return 0
 
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
-    # SIGTERM unwinds like Ctrl-C, so every server is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
-    if args.client == "wrk" and wrk is None:
-        parser.error("--client wrk: wrk is not installed")
+    _harness.prepare_parent()
+    wrk = _harness.find_wrk(parser, args.client)
     if args.smoke and args.client != "wrk":
         wrk = None
     duration = args.duration or (0.5 if args.smoke else 5.0)
@@ -142,15 +128,7 @@ def main() -> int:
     burst = args.burst or (200 if args.smoke else 1000)
     max_kib = args.max_kib or (16 if args.smoke else 200)
     client = Client(wrk, (1, args.connections if wrk else 4), duration)
-
-    import tornado
-
-    print(
-        f"tornado {tornado.version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-        f"{client.describe()}{', servers on CPU 0 and client on CPU 1' if PIN_SERVER else ''}; "
-        f"{duration:g} s x {rounds} rounds per server, best kept; "
-        f"load average before the run {os.getloadavg()[0]:.2f}"
-    )
+    print(_harness.describe_run(client.describe(), duration, rounds))
     print(
         "both apps: static_hash_cache=False (debug-mode static behaviour; debug=True is "
         "not used so that autoreload does not start)"
@@ -336,13 +314,13 @@ def _page_urls(port: int) -> dict[str, str]:
 def _measure(
     client: Client, rounds: int, ports: dict[str, int], connections: int
 ) -> dict[str, float]:
-    for port in ports.values():  # warm-up
-        client.run(port, "/", connections, min(client.duration, 1.0))
-    best = dict.fromkeys(ports, 0.0)
-    for _ in range(rounds):
-        for name, port in ports.items():
-            best[name] = max(best[name], client.run(port, "/", connections))
-    return best
+    """Best of ``rounds`` interleaved rounds, after a warm-up."""
+    runs = _harness.interleaved(
+        {name: partial(client.run, port, "/", connections) for name, port in ports.items()},
+        rounds=rounds,
+        seconds=client.duration,
+    )
+    return {name: max(rates, default=0.0) for name, rates in runs.items()}
 
 
 # --- 2. edit-to-page latency -------------------------------------------------------------
@@ -534,107 +512,31 @@ class Client:
     def run(self, port: int, url: str, connections: int, duration: float | None = None) -> float:
         seconds = duration or self.duration
         if self.wrk:
-            return self._wrk(port, url, connections, seconds)
-        return asyncio.run(self._python(port, url, connections, seconds))
-
-    def _wrk(self, port: int, url: str, connections: int, seconds: float) -> float:
-        command = [*PIN_CLIENT, str(self.wrk), "-t1", f"-c{connections}"]
-        command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
-        command.append(f"http://127.0.0.1:{port}{url}")
-        out = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 30, check=True
-        ).stdout
-        if "Non-2xx" in out or "Socket errors" in out:
-            raise RuntimeError(f"wrk saw errors:\n{out}")
-        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if found is None:
-            raise RuntimeError(f"unexpected wrk output:\n{out}")
-        return float(found.group(1))
-
-    async def _python(self, port: int, url: str, connections: int, seconds: float) -> float:
-        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("latin-1")
-        cap = self.REQUEST_CAP // connections
-        start = time.perf_counter()
-        deadline = start + seconds
-        counts = await asyncio.wait_for(
-            asyncio.gather(
-                *(_connection(port, request, deadline, cap) for _ in range(connections))
-            ),
-            timeout=seconds + 30,
+            return _harness.wrk_rate(
+                self.wrk, port, url, connections=connections, seconds=seconds, timeout="10s"
+            )
+        return _harness.python_rate(
+            port,
+            _harness.get_request(url),
+            connections=connections,
+            seconds=seconds,
+            cap=self.REQUEST_CAP,
         )
-        return sum(counts) / (time.perf_counter() - start)
-
-
-async def _connection(port: int, request: bytes, deadline: float, cap: int) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    done = 0
-    try:
-        while done < cap and time.perf_counter() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"unexpected response: {head[:80]!r}")
-            lowered = head.lower()
-            length = re.search(rb"\r\ncontent-length:\s*(\d+)", lowered)
-            if length is not None:
-                await reader.readexactly(int(length.group(1)))
-            elif b"\r\ntransfer-encoding: chunked" in lowered:
-                while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
-                await reader.readuntil(b"\r\n")
-            done += 1
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return done
 
 
 # --- servers ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _server(kind: str, root: Path, listing: Path) -> Iterator[int]:
+def _server(kind: str, root: Path, listing: Path) -> contextlib.AbstractContextManager[int]:
     """Runs one server in a subprocess on 127.0.0.1; yields its port; always stops it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        port: int = sock.getsockname()[1]
-        command = [*PIN_SERVER, sys.executable, __file__, "--server", kind]
-        command += ["--fd", str(sock.fileno()), "--root", str(root), "--assets", str(listing)]
-        proc = subprocess.Popen(command, pass_fds=(sock.fileno(),), stdout=subprocess.PIPE)
-        sock.close()
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        if not ready or proc.stdout.readline() != b"ready\n":
-            raise RuntimeError(f"{kind} server did not start (exit status {proc.poll()})")
-        yield port
-    finally:
-        sock.close()
-        if proc is not None:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    args = ["--server", kind, "--root", str(root), "--assets", str(listing)]
+    return _harness.server(__file__, args, kind)
 
 
 def _serve(kind: str, fd: int, root: str, listing: str) -> None:
     """The server subprocess: one Tornado process on the inherited socket."""
     import threading
 
-    import tornado.httpserver
-    import tornado.ioloop
     import tornado.template
     import tornado.web
 
@@ -722,29 +624,7 @@ def _serve(kind: str, fd: int, root: str, listing: str) -> None:
             set_manifest(manifest)
 
         state.set_manifest = counted_set_manifest
-    parent = os.getppid()
-
-    async def serve() -> None:
-        server = tornado.httpserver.HTTPServer(app)
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        server.add_sockets([sock])
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-
-        def orphaned() -> None:  # never outlive the benchmark, even if it is killed
-            if os.getppid() != parent:
-                stop.set()
-
-        tornado.ioloop.PeriodicCallback(orphaned, 1000).start()
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        await stop.wait()
-        server.stop()
-
-    asyncio.run(serve())
+    _harness.serve_on_fd(app, fd)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -27,7 +28,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+
+import _harness
 
 from assetver.build import build
 from assetver.http import IMMUTABLE
@@ -35,12 +39,6 @@ from assetver.manifest import Entry, Manifest
 from assetver.nginx import render
 
 ASSET = "css/app.css"
-PIN_SERVER, PIN_CLIENT = (
-    (["taskset", "-c", "0"], ["taskset", "-c", "1"])
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-    else ([], [])
-)
-"""Servers on CPU 0, wrk on CPU 1, when taskset is there: steadier numbers."""
 BODY = b".btn { color: #fff; background: #0d6efd; border-radius: .375rem }\n" * 9
 
 
@@ -64,9 +62,7 @@ def main() -> int:
     if nginx is None:
         print("nginx not found: nothing to measure (install the Debian nginx package)")
         return 1 if os.environ.get("CI") else 0
-    wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
-    if args.client == "wrk" and wrk is None:
-        parser.error("--client wrk: wrk is not installed")
+    wrk = _harness.find_wrk(parser, args.client)
     if args.smoke:
         wrk = None
     duration = args.duration or (0.3 if args.smoke else 3.0)
@@ -108,7 +104,7 @@ def _requests_per_second(
         ("nginx, no caching headers (floor)", plain),
     ]
     client = f"wrk 1 thread, {connections} connections" if wrk else "Python client, 1 connection"
-    pinned = ", servers on CPU 0 and client on CPU 1" if PIN_SERVER else ""
+    pinned = _harness.PINNED if _harness.PIN_SERVER else ""
     print(f"GET {url} ({len(BODY)} bytes): {client}{pinned}, {duration:g} s x {rounds}, median")
     with (
         _nginx_running(tmp / "nginx", nginx, site, ours),
@@ -119,17 +115,17 @@ def _requests_per_second(
         for name, port in targets:
             _show_headers(name, port, url, ours=port == ours)
 
-        def measure(port: int, seconds: float = duration) -> float:
+        def measure(port: int, seconds: float) -> float:
             if wrk:
-                return _wrk(wrk, port, url, seconds, connections)
+                # wrk is not pinned to CPU 1 here, unlike serve.py and debug.py (as before).
+                return _harness.wrk_rate(
+                    wrk, port, url, connections=connections, seconds=seconds, pin=()
+                )
             return _python_client(port, url, seconds)
 
-        for _name, port in targets:
-            measure(port, min(duration, 1.0))
-        results: dict[int, list[float]] = {port: [] for _, port in targets}
-        for _ in range(rounds):
-            for _name, port in targets:
-                results[port].append(measure(port))
+        results = _harness.interleaved(
+            {port: partial(measure, port) for _, port in targets}, rounds=rounds, seconds=duration
+        )
     rps = {port: statistics.median(values) for port, values in results.items()}
     for name, port in targets:
         line = f"  {name:<44} {rps[port]:>10,.0f} req/s"
@@ -145,45 +141,14 @@ def _requests_per_second(
 
 
 def _show_headers(name: str, port: int, url: str, *, ours: bool) -> None:
-    status, head = _fetch_head(port, url)
+    head, _ = _harness.fetch(port, url, host="localhost", timeout=5)
+    status = head.split("\r\n", 1)[0]
     lines = [
         line for line in head.split("\r\n") if line.lower().startswith(("cache-control", "expires"))
     ]
     print(f"  {name}: {status}; {'; '.join(lines) or 'no caching headers'}")
     if ours and lines.count(f"Cache-Control: {IMMUTABLE}") != 1:
         raise RuntimeError(f"expected one immutable Cache-Control: {lines}")
-
-
-def _fetch_head(port: int, url: str) -> tuple[str, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {url} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
-    return head.split("\r\n", 1)[0], head
-
-
-def _wrk(wrk: str, port: int, url: str, duration: float, connections: int) -> float:
-    out = subprocess.run(
-        [
-            wrk,
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            f"http://127.0.0.1:{port}{url}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 30,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if found is None:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    return float(found.group(1))
 
 
 def _python_client(port: int, url: str, duration: float, limit: int = 200_000) -> float:
@@ -273,7 +238,7 @@ def _nginx_running(prefix: Path, nginx: str, site: str, port: int) -> Iterator[N
     _write_conf(prefix, site)
     proc = subprocess.Popen(
         [
-            *PIN_SERVER,
+            *_harness.PIN_SERVER,
             nginx,
             "-p",
             f"{prefix}/",
@@ -287,7 +252,7 @@ def _nginx_running(prefix: Path, nginx: str, site: str, port: int) -> Iterator[N
         _wait_for(port, proc)
         yield
     finally:
-        _stop(proc)
+        _harness.stop(proc, signal.SIGTERM, timeout=5)
 
 
 @contextmanager
@@ -298,7 +263,7 @@ def _tornado_running(tmp: Path, root: Path, manifest: Path) -> Iterator[int | No
     port = _free_port()
     proc = subprocess.Popen(
         [
-            *PIN_SERVER,
+            *_harness.PIN_SERVER,
             sys.executable,
             __file__,
             "--tornado-server",
@@ -311,7 +276,7 @@ def _tornado_running(tmp: Path, root: Path, manifest: Path) -> Iterator[int | No
         _wait_for(port, proc)
         yield port
     finally:
-        _stop(proc)
+        _harness.stop(proc, signal.SIGTERM, timeout=5)
 
 
 def _serve_tornado(port: int, root: str, manifest: str) -> None:
@@ -348,15 +313,6 @@ def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 if __name__ == "__main__":

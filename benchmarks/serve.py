@@ -35,37 +35,25 @@ enforced: the exit status is non-zero only when a server answers wrongly.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import cProfile
 import gzip
-import io
-import os
 import pstats
 import random
-import re
-import select
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 SMALL = "css/small.css"
 LARGE = "css/app.css"
 LARGE_SIZE = 200 * 1024
-PIN_SERVER, PIN_CLIENT = (
-    (["taskset", "-c", "0"], ["taskset", "-c", "1"])
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-    else ([], [])
-)
 KINDS = ("stock", "stock-gzip", "ours", "hello")
 """Servers: stock handler, stock with compress_response=True, ours, hello world."""
 
@@ -90,13 +78,8 @@ def main() -> int:
         _serve(args.server, args.fd, args.root, args.manifest, args.profile_out)
         return 0
 
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped too
-    # SIGTERM unwinds like Ctrl-C, so every server is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
-    if args.client == "wrk" and wrk is None:
-        parser.error("--client wrk: wrk is not installed")
+    _harness.prepare_parent()
+    wrk = _harness.find_wrk(parser, args.client)
     if args.smoke:
         wrk = None
     duration = args.duration or (0.5 if args.smoke else 5.0)
@@ -105,13 +88,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="assetver-serve-") as tmp:
         root, manifest, coding = _make_tree(Path(tmp))
         urls = _static_urls(root, manifest)
-        print(
-            f"tornado {_tornado_version()}, Python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPUs; {client.describe()}"
-            f"{', servers on CPU 0 and client on CPU 1' if PIN_SERVER else ''}; "
-            f"{duration:g} s x {rounds} rounds per server, best kept; "
-            f"load average before the run {os.getloadavg()[0]:.2f}"
-        )
+        print(_harness.describe_run(client.describe(), duration, rounds))
         print()
         _scenario_static_url(root, manifest, quick=args.smoke)
         with contextlib.ExitStack() as stack:
@@ -275,12 +252,6 @@ def _apps(root: Path, manifest: Path, **extra: Any) -> tuple[Any, Any]:
     return stock, ours
 
 
-def _tornado_version() -> str:
-    import tornado
-
-    return str(tornado.version)
-
-
 # --- scenario 1: static_url in-process ---------------------------------------------------
 
 
@@ -417,13 +388,13 @@ Target = tuple[int, str, dict[str, str]]
 
 
 def _measure(client: Client, rounds: int, targets: dict[str, Target]) -> dict[str, float]:
-    for port, url, headers in targets.values():  # warm-up
-        client.run(port, url, headers, min(client.duration, 1.0))
-    best = dict.fromkeys(targets, 0.0)
-    for _ in range(rounds):
-        for name, (port, url, headers) in targets.items():
-            best[name] = max(best[name], client.run(port, url, headers))
-    return best
+    """Best of ``rounds`` interleaved rounds, after a warm-up."""
+    runs = _harness.interleaved(
+        {name: partial(client.run, *target) for name, target in targets.items()},
+        rounds=rounds,
+        seconds=client.duration,
+    )
+    return {name: max(rates, default=0.0) for name, rates in runs.items()}
 
 
 def _check(
@@ -436,14 +407,7 @@ def _check(
     cache: str | None = None,
 ) -> dict[str, str]:
     """One request; raises unless the answer is what the scenario measures."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request.encode("latin-1"))
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
+    head, body = _harness.fetch(port, url, headers)
     lines = head.split("\r\n")
     fields = {
         k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
@@ -459,7 +423,7 @@ def _check(
         problems.append("no ETag")
     if problems:
         raise RuntimeError(f"127.0.0.1:{port} GET {url}: {'; '.join(problems)}\n{head}")
-    fields["length"] = str(len(data) - len(head) - 4)
+    fields["length"] = str(len(body))
     return fields
 
 
@@ -481,112 +445,40 @@ class Client:
     ) -> float:
         seconds = duration or self.duration
         if self.wrk:
-            return self._wrk(port, url, headers, seconds)
-        return asyncio.run(self._python(port, url, headers, seconds))
-
-    def _wrk(self, port: int, url: str, headers: dict[str, str], seconds: float) -> float:
-        command = [*PIN_CLIENT, str(self.wrk), "-t1", f"-c{self.connections}"]
-        command += [f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
-        for key, value in headers.items():
-            command += ["-H", f"{key}: {value}"]
-        command.append(f"http://127.0.0.1:{port}{url}")
-        out = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 30, check=True
-        ).stdout
-        if "Non-2xx" in out or "Socket errors" in out:
-            raise RuntimeError(f"wrk saw errors:\n{out}")
-        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if found is None:
-            raise RuntimeError(f"unexpected wrk output:\n{out}")
-        return float(found.group(1))
-
-    async def _python(self, port: int, url: str, headers: dict[str, str], seconds: float) -> float:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        request = f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode("latin-1")
-        cap = self.REQUEST_CAP // self.connections
-        start = time.perf_counter()
-        deadline = start + seconds
-        counts = await asyncio.wait_for(
-            asyncio.gather(
-                *(_connection(port, request, deadline, cap) for _ in range(self.connections))
-            ),
-            timeout=seconds + 30,
+            return _harness.wrk_rate(
+                self.wrk,
+                port,
+                url,
+                connections=self.connections,
+                seconds=seconds,
+                timeout="5s",
+                headers=headers,
+            )
+        return _harness.python_rate(
+            port,
+            _harness.get_request(url, headers),
+            connections=self.connections,
+            seconds=seconds,
+            cap=self.REQUEST_CAP,
+            accept=(b"HTTP/1.1 200", b"HTTP/1.1 304"),
         )
-        return sum(counts) / (time.perf_counter() - start)
-
-
-async def _connection(port: int, request: bytes, deadline: float, cap: int) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    done = 0
-    try:
-        while done < cap and time.perf_counter() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 304")):
-                raise RuntimeError(f"unexpected response: {head[:80]!r}")
-            lowered = head.lower()
-            length = re.search(rb"\r\ncontent-length:\s*(\d+)", lowered)
-            if length is not None:
-                await reader.readexactly(int(length.group(1)))
-            elif b"\r\ntransfer-encoding: chunked" in lowered:
-                while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
-                await reader.readuntil(b"\r\n")
-            done += 1
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return done
 
 
 # --- servers ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def _server(
     kind: str, root: Path, manifest: Path, profile_out: Path | None = None
-) -> Iterator[int]:
+) -> contextlib.AbstractContextManager[int]:
     """Runs one server in a subprocess on 127.0.0.1; yields its port; always stops it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        port: int = sock.getsockname()[1]
-        command = [*PIN_SERVER, sys.executable, __file__, "--server", kind]
-        command += ["--fd", str(sock.fileno()), "--root", str(root), "--manifest", str(manifest)]
-        if profile_out is not None:
-            command += ["--profile-out", str(profile_out)]
-        proc = subprocess.Popen(command, pass_fds=(sock.fileno(),), stdout=subprocess.PIPE)
-        sock.close()
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        if not ready or proc.stdout.readline() != b"ready\n":
-            raise RuntimeError(f"{kind} server did not start (exit status {proc.poll()})")
-        yield port
-    finally:
-        sock.close()
-        if proc is not None:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    args = ["--server", kind, "--root", str(root), "--manifest", str(manifest)]
+    if profile_out is not None:
+        args += ["--profile-out", str(profile_out)]
+    return _harness.server(__file__, args, kind)
 
 
 def _serve(kind: str, fd: int, root: str, manifest: str, profile_out: str | None) -> None:
     """The server subprocess: one Tornado process on the inherited socket."""
-    import tornado.httpserver
-    import tornado.ioloop
     import tornado.web
 
     import assetver.tornado
@@ -605,34 +497,8 @@ def _serve(kind: str, fd: int, root: str, manifest: str, profile_out: str | None
         app = tornado.web.Application(
             [], static_path=root, debug=False, compress_response=kind == "stock-gzip"
         )
-    parent = os.getppid()
     profiler = cProfile.Profile() if profile_out else None
-
-    async def serve() -> None:
-        server = tornado.httpserver.HTTPServer(app)
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        server.add_sockets([sock])
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-
-        def orphaned() -> None:  # never outlive the benchmark, even if it is killed
-            if os.getppid() != parent:
-                stop.set()
-
-        tornado.ioloop.PeriodicCallback(orphaned, 1000).start()
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        if profiler is not None:
-            profiler.enable()
-        await stop.wait()
-        if profiler is not None:
-            profiler.disable()
-        server.stop()
-
-    asyncio.run(serve())
+    _harness.serve_on_fd(app, fd, profiler)
     if profiler is not None and profile_out:
         profiler.dump_stats(profile_out)
 
