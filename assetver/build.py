@@ -7,18 +7,18 @@ import gc
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import cache
 from .errors import AssetverError
 from .hashing import digest_file_stat
-from .manifest import Entry, Manifest
-from .scan import Found, ScanResult, scan
+from .manifest import NO_EXTRA, Entry, Manifest
+from .scan import Found, ScanResult, check_root, scan, walk
+from .workers import CHUNK_FILES, Digested, available_cpus, digest_chunks
 
-BATCH_SIZE = 256
-"""Files per task handed to a hashing thread; a future per file would cost more than
-hashing a small file."""
+MAX_DEFAULT_JOBS = 8
+"""Cap of the default number of hashing processes: beyond it the disk, not the CPUs,
+sets the pace."""
 
 
 class FileReadError(AssetverError, OSError):
@@ -40,14 +40,26 @@ class BuildResult:
 
 
 def default_jobs() -> int:
-    """Hashing threads used when ``jobs`` is not given: one.
+    """Hashing processes used when ``jobs`` is not given: one per available CPU, at most
+    `MAX_DEFAULT_JOBS`.
 
-    Hashing a small file is a handful of short system calls, and threads spend them
-    handing the GIL back and forth: on 100,000 small files two threads measured 0.84x
-    to 1.02x the speed of one. Threads pay off only for large files, whose chunked
-    reads release the GIL (1.4x with two threads on 8 MiB files): pass ``jobs`` then.
+    Processes, not threads: hashing a small file is a handful of short system calls
+    and threads spend them handing the GIL back and forth (two threads measured 0.84x
+    to 1.02x one). Workers are forked only where that is safe (see `.workers`);
+    elsewhere the build hashes in the calling thread whatever ``jobs`` says.
     """
-    return 1
+    return min(available_cpus(), MAX_DEFAULT_JOBS)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    files: dict[str, Entry]
+    """Sorted by logical path."""
+    keys: list[cache.Key]
+    """Parallel to ``files``."""
+    hashed: int
+    dirs: list[tuple[str, cache.DirKey]] | None
+    skipped: list[tuple[str, str]]
 
 
 def build(
@@ -62,25 +74,181 @@ def build(
 ) -> BuildResult:
     """Builds the manifest of ``root``; see `assetver.build_manifest` for the options.
 
-    ``progress(done, total)`` is called, from worker threads too, with the number of
-    files just done and the number in the tree.
+    ``progress(done, total)`` is called with the number of files just done and the
+    number in the tree.
+
+    With a cache whose directories are all unchanged (and no symlink in the tree),
+    the tree is not listed again: each cached file is stat'ed, and only those whose
+    stat data changed are hashed. Otherwise the tree is scanned, and files whose
+    stat data matches the cache keep their digest.
     """
     with _gc_paused():
-        started = time.perf_counter()
-        cache_file = os.fspath(cache_path) if cache_path is not None else None
-        excluded = [*exclude_paths, *([cache_file] if cache_file is not None else [])]
-        found = _scan(root, exclude, include_hidden, excluded)
-        real_root = os.path.realpath(root)
-        stamp = None
-        if cache_file is not None:
-            stamp = cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file)))
-        cached = cache.load(cache_file, real_root) if cache_file and stamp is not None else {}
-        result, keys = _assemble(found, cached, (), jobs, progress, started)
-        unchanged = result.hashed == 0 and len(cached) == len(result.manifest)
-        if cache_file is not None and stamp is not None and not unchanged:
-            digests = {p: (keys[p], e.digest) for p, e in result.manifest.items()}
-            cache.save(cache_file, real_root, stamp, digests)
-        return result
+        # The work happens in a frame of its own, so its temporaries are freed before
+        # the collector is back on: its first pass then sees only the manifest.
+        return _build(
+            os.fspath(root),
+            jobs=default_jobs() if jobs is None else jobs,
+            patterns=list(exclude),
+            include_hidden=include_hidden,
+            excluded=[os.fspath(p) for p in exclude_paths],
+            cache_file=os.fspath(cache_path) if cache_path is not None else None,
+            progress=progress,
+        )
+
+
+def _build(
+    root: str,
+    *,
+    jobs: int,
+    patterns: list[str],
+    include_hidden: bool,
+    excluded: list[str],
+    cache_file: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> BuildResult:
+    started = time.perf_counter()
+    real_root = check_root(root)
+    stamp = previous = None
+    if cache_file is not None:
+        excluded.append(cache_file)
+        stamp = cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file)))
+    options = _options(patterns, include_hidden, excluded)
+    if cache_file is not None and stamp is not None:
+        previous = cache.load(cache_file, real_root, options)
+    outcome = None
+    if previous is None:
+        outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, progress)
+    elif previous.dirs is not None:
+        outcome = _reuse_listings(real_root, previous, previous.dirs, jobs, progress)
+    if outcome is None:
+        assert previous is not None
+        found = _scan(real_root, patterns, include_hidden, excluded)
+        outcome = _assemble(found, _candidates(previous), (), jobs, progress)
+    files = outcome.files
+    if cache_file is not None and stamp is not None and _changed(previous, outcome):
+        cache.save(
+            cache_file,
+            real_root,
+            options,
+            stamp,
+            list(files),
+            outcome.keys,
+            [e.digest for e in files.values()],
+            outcome.dirs,
+        )
+    return BuildResult(
+        manifest=Manifest.from_sorted(files),
+        hashed=outcome.hashed,
+        reused=len(files) - outcome.hashed,
+        seconds=time.perf_counter() - started,
+        skipped=outcome.skipped,
+    )
+
+
+def _hash_tree(
+    real_root: str,
+    patterns: list[str],
+    include_hidden: bool,
+    excluded: list[str],
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> _Outcome:
+    """A cold build: files are hashed while the walk goes on, so workers start on the
+    first directories while the parent still lists the others."""
+    found = ScanResult(real_root)
+    seen = 0
+
+    def chunks() -> Iterator[list[Found]]:
+        nonlocal seen
+        for files in walk(
+            found, exclude=patterns, include_hidden=include_hidden, exclude_paths=excluded
+        ):
+            seen += len(files)
+            for i in range(0, len(files), CHUNK_FILES):
+                yield files[i : i + CHUNK_FILES]
+
+    report = None if progress is None else (lambda n: progress(n, seen))
+    items = sorted(_hash_chunks(chunks(), jobs, report).items())
+    new, extra = tuple.__new__, NO_EXTRA
+    files = {p: new(Entry, (r[0], r[1][0], extra)) for p, r in items}
+    keys = [r[1] for _, r in items]
+    return _Outcome(files, keys, len(files), found.dirs if found.plain else None, found.skipped)
+
+
+def _options(patterns: list[str], include_hidden: bool, excluded: list[str]) -> str:
+    """What, besides the tree, decides which files a scan finds: a cache made with
+    other options is not used."""
+    return repr((sorted(patterns), include_hidden, sorted(os.path.realpath(p) for p in excluded)))
+
+
+def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
+    """Tells whether the cache must be written: anything hashed, or a difference in
+    files or directories from the cache read."""
+    return (
+        previous is None
+        or outcome.hashed > 0
+        or len(previous.paths) != len(outcome.files)
+        or previous.dirs != outcome.dirs
+    )
+
+
+def _candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entry]]:
+    """The cache's reusable entries; racy ones are left out (so they are hashed)."""
+    return {
+        p: (k, Entry(d, k[0]))
+        for p, k, d in zip(previous.paths, previous.keys, previous.digests, strict=True)
+        if k is not None
+    }
+
+
+def _reuse_listings(
+    real_root: str,
+    previous: cache.Cache,
+    dirs: list[tuple[str, cache.DirKey]],
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> _Outcome | None:
+    """Rebuilds from the cache without listing any directory, or returns None when a
+    directory changed (then the tree must be scanned).
+
+    Unchanged directories hold the same names as when the cache was made, so the
+    cached files are the files: each is stat'ed, and hashed only if its stat key
+    differs or was racy.
+    """
+    base = real_root.rstrip("/") + "/"
+    stat, dir_key = os.stat, cache.dir_key
+    paths = previous.paths
+    keys: list[cache.Key] = []
+    append = keys.append
+    todo: list[Found] = []
+    try:
+        for prefix, listed in dirs:
+            if dir_key(stat(base + prefix)) != listed:
+                return None
+        for logical, old in zip(paths, previous.keys, strict=True):
+            st = stat(base + logical)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            append(key)
+            if key != old:
+                todo.append((logical, base + logical, None))
+    except OSError:
+        return None
+    digests = previous.digests
+    if todo:
+        total = len(paths)
+        if progress is not None:
+            progress(total - len(todo), total)
+        done = _hash(todo, jobs, progress, total)
+        if len(done) != len(todo):
+            return None
+        digests = list(digests)
+        at = {p: i for i, p in enumerate(paths)} if len(todo) > 64 else None
+        for logical, (digest, new_key) in done.items():
+            i = at[logical] if at is not None else paths.index(logical)
+            digests[i], keys[i] = digest, new_key
+    new, extra = tuple.__new__, NO_EXTRA
+    files = {p: new(Entry, (d, k[0], extra)) for p, d, k in zip(paths, digests, keys, strict=True)}
+    return _Outcome(files, keys, len(todo), dirs, [])
 
 
 @contextlib.contextmanager
@@ -144,7 +312,15 @@ def _refresh(
     started = time.perf_counter()
     found = _scan(root, exclude, include_hidden, exclude_paths)
     candidates = {p: (known.get(p), e) for p, e in previous.items()}
-    return Refreshed(*_assemble(found, candidates, changed, jobs, None, started))
+    outcome = _assemble(found, candidates, changed, default_jobs() if jobs is None else jobs, None)
+    result = BuildResult(
+        manifest=Manifest.from_sorted(outcome.files),
+        hashed=outcome.hashed,
+        reused=len(outcome.files) - outcome.hashed,
+        seconds=time.perf_counter() - started,
+        skipped=outcome.skipped,
+    )
+    return Refreshed(result, dict(zip(outcome.files, outcome.keys, strict=True)))
 
 
 def _scan(
@@ -165,15 +341,13 @@ def _assemble(
     found: ScanResult,
     candidates: Mapping[str, tuple[cache.Key | None, Entry]],
     changed: Collection[str],
-    jobs: int | None,
+    jobs: int,
     progress: Callable[[int, int], None] | None,
-    started: float,
-) -> tuple[BuildResult, dict[str, cache.Key]]:
+) -> _Outcome:
     """Reuses a candidate entry for each scanned file whose stat key equals the
     candidate's (for a candidate without a key: whose size matches) and that is not
-    under a ``changed`` path; hashes the rest. Returns the result and the stat keys
-    of its files. Without candidates (a cold build) nothing is stat'ed before hashing:
-    the open file gives its stat."""
+    under a ``changed`` path; hashes the rest. Without candidates (a cold build)
+    nothing is stat'ed before hashing: the open file gives its stat."""
     keys: dict[str, cache.Key] = {}
     files: dict[str, Entry | None] = {}
     todo: list[Found] = []
@@ -200,29 +374,27 @@ def _assemble(
     else:
         todo = found.files
         files = dict.fromkeys(logical for logical, _, _ in todo)
-    reused = len(files) - len(todo)
     total = len(found.files)
-    report = None if progress is None else (lambda done: progress(done, total))
-    if report is not None and reused:
-        report(reused)
-    hashed = _hash_all(todo, jobs or default_jobs(), report)
+    if progress is not None and len(todo) < total:
+        progress(total - len(todo), total)
+    done = _hash(todo, jobs, progress, total)
     for logical, _, _ in todo:
-        done = hashed.get(logical)
-        if done is None:
+        hashed = done.get(logical)
+        if hashed is None:
             del files[logical]
             keys.pop(logical, None)
         else:
-            digest, key = done
+            digest, key = hashed
             keys[logical] = key
             files[logical] = Entry(digest, key[0])
-    result = BuildResult(
-        manifest=Manifest.from_sorted(files),  # type: ignore[arg-type]
-        hashed=len(todo),
-        reused=reused,
-        seconds=time.perf_counter() - started,
-        skipped=found.skipped,
+    complete: dict[str, Entry] = files  # type: ignore[assignment]
+    return _Outcome(
+        complete,
+        [keys[p] for p in complete],
+        len(todo),
+        found.dirs if found.plain else None,
+        found.skipped,
     )
-    return result, keys
 
 
 def _is_under(logical_path: str, paths: Collection[str]) -> bool:
@@ -236,38 +408,45 @@ def _is_under(logical_path: str, paths: Collection[str]) -> bool:
         logical_path = logical_path[:slash]
 
 
-def _hash_batch(
-    batch: Sequence[Found], progress: Callable[[int], None] | None
+def _hash(
+    todo: Sequence[Found],
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+    total: int,
 ) -> dict[str, tuple[str, cache.Key]]:
-    out = {}
-    stat_key = cache.stat_key
-    for i, (logical, path, _) in enumerate(batch, 1):
-        if progress is not None and i % BATCH_SIZE == 0:
-            progress(BATCH_SIZE)
-        try:
-            digest, st = digest_file_stat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            reason = e.strerror or str(e)
-            raise FileReadError(
-                f"cannot read {path}: {reason}; fix its permissions or "
-                f"exclude it with --exclude '{logical}'"
-            ) from e
-        out[logical] = (digest, stat_key(st))
-    if progress is not None and len(batch) % BATCH_SIZE:
-        progress(len(batch) % BATCH_SIZE)
-    return out
+    report = None if progress is None else (lambda n: progress(n, total))
+    chunks = [todo[i : i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
+    return _hash_chunks(chunks, jobs, report)
 
 
-def _hash_all(
-    todo: Sequence[Found], jobs: int, progress: Callable[[int], None] | None
+def _hash_chunks(
+    chunks: Iterable[Sequence[Found]], jobs: int, report: Callable[[int], None] | None
 ) -> dict[str, tuple[str, cache.Key]]:
-    if jobs <= 1 or len(todo) <= BATCH_SIZE:
-        return _hash_batch(todo, progress)
-    batches = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
+    """Hashes the files of ``chunks``, in worker processes when ``jobs`` and the amount
+    of work allow. Files that vanished since the scan are left out; an unreadable file
+    raises `FileReadError`."""
     done: dict[str, tuple[str, cache.Key]] = {}
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="assetver-hash") as pool:
-        for part in pool.map(_hash_batch, batches, [progress] * len(batches)):
-            done.update(part)
+    for chunk, results in digest_chunks(chunks, jobs, report):
+        for (logical, path, _), result in zip(chunk, results, strict=True):
+            if result is None:
+                result = _hash_again(logical, path)
+                if result is None:
+                    continue
+            done[logical] = result
     return done
+
+
+def _hash_again(logical: str, path: str) -> Digested:
+    """Hashes a file that failed in a batch, to tell a vanished file (None) from an
+    unreadable one (`FileReadError`)."""
+    try:
+        digest, st = digest_file_stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise FileReadError(
+            f"cannot read {path}: {reason}; fix its permissions or "
+            f"exclude it with --exclude '{logical}'"
+        ) from e
+    return digest, cache.stat_key(st)

@@ -26,7 +26,8 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{16}\Z")
 _REBUILD = "rebuild it with: assetver build ROOT -o {path}"
 
 
-_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+"""The ``extra`` of an entry without other keys (shared: it is immutable)."""
 
 
 class Entry(NamedTuple):
@@ -40,7 +41,7 @@ class Entry(NamedTuple):
 
     digest: str
     size: int
-    extra: Mapping[str, Any] = _NO_EXTRA
+    extra: Mapping[str, Any] = NO_EXTRA
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "digest": self.digest, "size": self.size}

@@ -13,9 +13,10 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .cache import DirKey, dir_key
 from .errors import RootError
 
 log = logging.getLogger("assetver")
@@ -37,14 +38,23 @@ without a system call, and a cold build takes the stat from the open file instea
 
 @dataclass(slots=True)
 class ScanResult:
+    root: str
+    """The real path of the root."""
     files: list[Found] = field(default_factory=list)
     """Sorted by logical path."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(logical path, reason) of entries left out with a warning."""
+    dirs: list[tuple[str, DirKey]] = field(default_factory=list)
+    """(logical path + "/", or "" for the root; stat key taken before listing it) of
+    every directory listed."""
+    plain: bool = True
+    """No symlink and nothing skipped: the directories' listings alone decide which
+    files there are, so unchanged directories mean unchanged names."""
 
     def skip(self, logical_path: str, reason: str) -> None:
         log.warning("skipped %s: %s", logical_path, reason)
         self.skipped.append((logical_path, reason))
+        self.plain = False
 
 
 def _exclude_matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -69,16 +79,37 @@ def scan(
     loops are skipped with a warning. FIFOs, sockets and devices are skipped without
     being opened.
     """
-    real_root = _check_root(root)
+    result = ScanResult(check_root(root))
+    for files in walk(
+        result, exclude=exclude, include_hidden=include_hidden, exclude_paths=exclude_paths
+    ):
+        result.files += files
+    result.files.sort()
+    return result
+
+
+def walk(
+    result: ScanResult,
+    *,
+    exclude: Iterable[str] = (),
+    include_hidden: bool = False,
+    exclude_paths: Iterable[str] = (),
+) -> Iterator[list[Found]]:
+    """Yields the files `scan` accepts, a directory's at a time, as it lists them.
+
+    Nothing is sorted, and ``result.files`` is left alone: this is for hashing files
+    while the walk goes on. ``result`` collects the rest (skipped entries, directories).
+    """
+    real_root = result.root
     inside = real_root.rstrip(os.sep) + os.sep
     excluded = {os.path.realpath(p) for p in exclude_paths}
     matcher = _exclude_matcher(exclude)
-    result = ScanResult()
     root_st = os.stat(real_root)
     stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
         (real_root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
     ]
-    files = result.files
+    dirs = result.dirs
+    dirs.append(("", dir_key(root_st)))
     while stack:
         directory, prefix, ancestors = stack.pop()
         try:
@@ -86,9 +117,10 @@ def scan(
                 entries = list(it)
         except OSError as e:
             if not prefix:
-                raise RootError(f"cannot read root {root}: {e.strerror}") from e
+                raise RootError(f"cannot read root {real_root}: {e.strerror}") from e
             result.skip(prefix.rstrip("/"), f"cannot list directory: {e.strerror}")
             continue
+        files: list[Found] = []
         for entry in entries:
             name = entry.name
             if name[0] == "." and (
@@ -112,6 +144,7 @@ def scan(
                         files.append((logical, path, None))
                     continue
                 if entry.is_symlink():
+                    result.plain = False
                     target = os.path.realpath(path)
                     if not (target.startswith(inside) or target == real_root):
                         result.skip(logical, "symlink points outside the root")
@@ -134,12 +167,13 @@ def scan(
                 if key in ancestors:
                     result.skip(logical, "symlink loop")
                 else:
+                    dirs.append((logical + "/", dir_key(st)))
                     stack.append((path, logical + "/", ancestors | {key}))
-    files.sort()
-    return result
+        if files:
+            yield files
 
 
-def _check_root(root: str) -> str:
+def check_root(root: str) -> str:
     real_root = os.path.realpath(root)
     if not os.path.exists(real_root):
         raise RootError(
