@@ -117,13 +117,13 @@ def _build(
         previous = cache.load(cache_file, real_root, options)
     outcome = None
     if previous is None:
-        outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, progress)
+        outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, stamp, progress)
     elif previous.dirs is not None:
-        outcome = _reuse_listings(real_root, previous, previous.dirs, jobs, progress)
+        outcome = _reuse_listings(real_root, previous, previous.dirs, jobs, stamp, progress)
     if outcome is None:
         assert previous is not None
         found = _scan(real_root, patterns, include_hidden, excluded)
-        outcome = _assemble(found, _candidates(previous), (), jobs, progress)
+        outcome = _assemble(found, _candidates(previous), (), jobs, stamp, progress)
     files = outcome.files
     if cache_file is not None and stamp is not None and _changed(previous, outcome):
         cache.save(
@@ -151,6 +151,7 @@ def _hash_tree(
     include_hidden: bool,
     excluded: list[str],
     jobs: int,
+    stamp: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> _Outcome:
     """A cold build: files are hashed while the walk goes on, so workers start on the
@@ -168,10 +169,15 @@ def _hash_tree(
                 yield files[i : i + CHUNK_FILES]
 
     report = None if progress is None else (lambda n: progress(n, seen))
-    items = sorted(_hash_chunks(chunks(), jobs, report).items())
+    done = _hash_chunks(chunks(), jobs, stamp, report)
+    files: dict[str, Entry] = {}
+    keys: list[cache.Key] = []
+    add_key = keys.append
     new, extra = tuple.__new__, NO_EXTRA
-    files = {p: new(Entry, (r[0], r[1][0], extra)) for p, r in items}
-    keys = [r[1] for _, r in items]
+    for logical in sorted(done):
+        digest, size, key = done[logical]
+        files[logical] = new(Entry, (digest, size, extra))
+        add_key(key)
     return _Outcome(files, keys, len(files), found.dirs if found.plain else None, found.skipped)
 
 
@@ -194,10 +200,11 @@ def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
 
 def _candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entry]]:
     """The cache's reusable entries; racy ones are left out (so they are hashed)."""
+    size, racy = cache.key_size, cache.RACY
     return {
-        p: (k, Entry(d, k[0]))
+        p: (k, Entry(d, size(k)))
         for p, k, d in zip(previous.paths, previous.keys, previous.digests, strict=True)
-        if k is not None
+        if k != racy
     }
 
 
@@ -206,20 +213,21 @@ def _reuse_listings(
     previous: cache.Cache,
     dirs: list[tuple[str, cache.DirKey]],
     jobs: int,
+    stamp: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> _Outcome | None:
     """Rebuilds from the cache without listing any directory, or returns None when a
     directory changed (then the tree must be scanned).
 
     Unchanged directories hold the same names as when the cache was made, so the
-    cached files are the files: each is stat'ed, and hashed only if its stat key
-    differs or was racy.
+    cached files are the files: each is stat'ed, and hashed only if its key differs
+    (a racy key differs from every key).
     """
     base = real_root.rstrip("/") + "/"
-    stat, dir_key = os.stat, cache.dir_key
+    stat, dir_key, pack = os.stat, cache.dir_key, cache.key_packer()
     paths = previous.paths
-    keys: list[cache.Key] = []
-    append = keys.append
+    sizes: list[int] = []
+    add_size = sizes.append
     todo: list[Found] = []
     try:
         for prefix, listed in dirs:
@@ -227,27 +235,27 @@ def _reuse_listings(
                 return None
         for logical, old in zip(paths, previous.keys, strict=True):
             st = stat(base + logical)
-            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            append(key)
-            if key != old:
+            size = st.st_size
+            add_size(size)
+            if pack(size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != old:
                 todo.append((logical, base + logical, None))
     except OSError:
         return None
-    digests = previous.digests
+    digests, keys = previous.digests, previous.keys
     if todo:
         total = len(paths)
         if progress is not None:
             progress(total - len(todo), total)
-        done = _hash(todo, jobs, progress, total)
+        done = _hash(todo, jobs, stamp, progress, total)
         if len(done) != len(todo):
             return None
-        digests = list(digests)
+        digests, keys = list(digests), list(keys)
         at = {p: i for i, p in enumerate(paths)} if len(todo) > 64 else None
-        for logical, (digest, new_key) in done.items():
+        for logical, (digest, size, key) in done.items():
             i = at[logical] if at is not None else paths.index(logical)
-            digests[i], keys[i] = digest, new_key
+            digests[i], sizes[i], keys[i] = digest, size, key
     new, extra = tuple.__new__, NO_EXTRA
-    files = {p: new(Entry, (d, k[0], extra)) for p, d, k in zip(paths, digests, keys, strict=True)}
+    files = {p: new(Entry, (d, n, extra)) for p, d, n in zip(paths, digests, sizes, strict=True)}
     return _Outcome(files, keys, len(todo), dirs, [])
 
 
@@ -312,7 +320,9 @@ def _refresh(
     started = time.perf_counter()
     found = _scan(root, exclude, include_hidden, exclude_paths)
     candidates = {p: (known.get(p), e) for p, e in previous.items()}
-    outcome = _assemble(found, candidates, changed, default_jobs() if jobs is None else jobs, None)
+    outcome = _assemble(
+        found, candidates, changed, default_jobs() if jobs is None else jobs, None, None
+    )
     result = BuildResult(
         manifest=Manifest.from_sorted(outcome.files),
         hashed=outcome.hashed,
@@ -342,51 +352,47 @@ def _assemble(
     candidates: Mapping[str, tuple[cache.Key | None, Entry]],
     changed: Collection[str],
     jobs: int,
+    stamp: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> _Outcome:
-    """Reuses a candidate entry for each scanned file whose stat key equals the
-    candidate's (for a candidate without a key: whose size matches) and that is not
-    under a ``changed`` path; hashes the rest. Without candidates (a cold build)
-    nothing is stat'ed before hashing: the open file gives its stat."""
+    """Reuses a candidate entry for each scanned file whose key equals the candidate's
+    (for a candidate without a key: whose size matches) and that is not under a
+    ``changed`` path; hashes the rest."""
     keys: dict[str, cache.Key] = {}
     files: dict[str, Entry | None] = {}
     todo: list[Found] = []
-    if candidates:
-        get = candidates.get
-        for f in found.files:
-            logical, path, st = f
-            if st is None:
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue
-            key = keys[logical] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            hit = get(logical)
-            if (
-                hit is not None
-                and (hit[0] == key if hit[0] is not None else hit[1].size == key[0])
-                and not (changed and _is_under(logical, changed))
-            ):
-                files[logical] = hit[1]
-            else:
-                files[logical] = None
-                todo.append(f)
-    else:
-        todo = found.files
-        files = dict.fromkeys(logical for logical, _, _ in todo)
+    get, stat_key = candidates.get, cache.stat_key
+    for f in found.files:
+        logical, path, st = f
+        if st is None:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+        key = keys[logical] = stat_key(st)
+        hit = get(logical)
+        if (
+            hit is not None
+            and (hit[0] == key if hit[0] is not None else hit[1].size == st.st_size)
+            and not (changed and _is_under(logical, changed))
+        ):
+            files[logical] = hit[1]
+        else:
+            files[logical] = None
+            todo.append(f)
     total = len(found.files)
     if progress is not None and len(todo) < total:
         progress(total - len(todo), total)
-    done = _hash(todo, jobs, progress, total)
+    done = _hash(todo, jobs, stamp, progress, total)
     for logical, _, _ in todo:
         hashed = done.get(logical)
         if hashed is None:
             del files[logical]
             keys.pop(logical, None)
         else:
-            digest, key = hashed
+            digest, size, key = hashed
             keys[logical] = key
-            files[logical] = Entry(digest, key[0])
+            files[logical] = Entry(digest, size)
     complete: dict[str, Entry] = files  # type: ignore[assignment]
     return _Outcome(
         complete,
@@ -411,32 +417,36 @@ def _is_under(logical_path: str, paths: Collection[str]) -> bool:
 def _hash(
     todo: Sequence[Found],
     jobs: int,
+    stamp: int | None,
     progress: Callable[[int, int], None] | None,
     total: int,
-) -> dict[str, tuple[str, cache.Key]]:
+) -> dict[str, tuple[str, int, cache.Key]]:
     report = None if progress is None else (lambda n: progress(n, total))
     chunks = [todo[i : i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
-    return _hash_chunks(chunks, jobs, report)
+    return _hash_chunks(chunks, jobs, stamp, report)
 
 
 def _hash_chunks(
-    chunks: Iterable[Sequence[Found]], jobs: int, report: Callable[[int], None] | None
-) -> dict[str, tuple[str, cache.Key]]:
+    chunks: Iterable[Sequence[Found]],
+    jobs: int,
+    stamp: int | None,
+    report: Callable[[int], None] | None,
+) -> dict[str, tuple[str, int, cache.Key]]:
     """Hashes the files of ``chunks``, in worker processes when ``jobs`` and the amount
-    of work allow. Files that vanished since the scan are left out; an unreadable file
-    raises `FileReadError`."""
-    done: dict[str, tuple[str, cache.Key]] = {}
-    for chunk, results in digest_chunks(chunks, jobs, report):
+    of work allow, with keys by the racy rule of ``stamp``. Files that vanished since
+    the scan are left out; an unreadable file raises `FileReadError`."""
+    done: dict[str, tuple[str, int, cache.Key]] = {}
+    for chunk, results in digest_chunks(chunks, jobs, report, stamp_ns=stamp):
         for (logical, path, _), result in zip(chunk, results, strict=True):
             if result is None:
-                result = _hash_again(logical, path)
+                result = _hash_again(logical, path, stamp)
                 if result is None:
                     continue
             done[logical] = result
     return done
 
 
-def _hash_again(logical: str, path: str) -> Digested:
+def _hash_again(logical: str, path: str, stamp: int | None) -> Digested:
     """Hashes a file that failed in a batch, to tell a vanished file (None) from an
     unreadable one (`FileReadError`)."""
     try:
@@ -449,4 +459,4 @@ def _hash_again(logical: str, path: str) -> Digested:
             f"cannot read {path}: {reason}; fix its permissions or "
             f"exclude it with --exclude '{logical}'"
         ) from e
-    return digest, cache.stat_key(st)
+    return digest, st.st_size, cache.stat_key(st, stamp)

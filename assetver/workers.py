@@ -4,8 +4,9 @@ Threads cannot speed up hashing small files: each file is a few short system cal
 and the GIL changes hands between them (two threads measured 0.84x to 1.02x one).
 Forked processes share no GIL. The parent offers each chunk of paths to a worker's
 pipe without blocking and hashes the chunk itself when every pipe is full, so the
-work splits by speed rather than by count and no process waits for another until
-the end, when each worker sends all its results back at once.
+work splits by speed rather than by count and neither side waits for the other.
+Workers send their results back every few chunks, and the parent takes them in
+between chunks of its own, so little is left to collect at the end.
 
 A process that forks while another of its threads holds a lock leaves that lock held
 in the child forever, so workers are forked only by a process with a single thread
@@ -25,15 +26,19 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
+from .cache import RACY, Key, key_packer
 from .hashing import digest_files
 from .scan import Found
 
-Digested = tuple[str, tuple[int, int, int, int]] | None
-"""A file's digest and stat key (size, mtime_ns, inode, ctime_ns), or None when it
-could not be read (hash it again in the caller for the error)."""
+Digested = tuple[str, int, Key] | None
+"""A file's digest, size and `.cache.Key` (`.cache.RACY` if it changed after the
+build started), or None when it could not be read (hash it again in the caller for
+the error)."""
 
 CHUNK_FILES = 32
 """Files per message to a worker: small enough to fit in one atomic pipe write."""
@@ -45,8 +50,15 @@ FORK_AFTER = 0.01
 1 to 2 ms, which a tree hashed in less than this would not win back."""
 
 _PIPE_SIZE = 16 * 1024
-"""Bytes a worker's pipe holds: the files a worker may still have queued when the
-parent runs out of work, so smaller means less waiting at the end."""
+"""Bytes a worker's work pipe holds: the files a worker may still have queued when
+the parent runs out of work, so smaller means less waiting at the end."""
+
+_RESULT_PIPE_SIZE = 1 << 20
+"""Bytes a worker's result pipe holds, so that a worker seldom waits for the parent
+to take its results."""
+
+SEND_EVERY = 8
+"""Chunks a worker hashes between two sends of results."""
 
 
 def usable_jobs(jobs: int) -> int:
@@ -78,19 +90,27 @@ def _single_threaded() -> bool:
     return True
 
 
-def digest_found(files: Sequence[Found]) -> list[Digested]:
-    """Hashes ``files`` in the calling thread."""
-    return _digest_paths([f[1] for f in files])
+def digest_found(files: Sequence[Found], stamp_ns: int | None) -> list[Digested]:
+    """Hashes ``files`` in the calling thread; ``stamp_ns`` is for `.cache.stat_key`."""
+    return _digest_paths([f[1] for f in files], stamp_ns)
 
 
-def _digest_paths(paths: list[str]) -> list[Digested]:
+def _digest_paths(paths: list[str], stamp_ns: int | None) -> list[Digested]:
     out: list[Digested] = []
+    append = out.append
+    pack = key_packer()
+    if stamp_ns is None:
+        stamp_ns = 1 << 64
     for done in digest_files(paths):
         if done is None:
-            out.append(None)
+            append(None)
+            continue
+        digest, st = done
+        mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+        if mtime >= stamp_ns or ctime >= stamp_ns:
+            append((digest, st.st_size, RACY))
         else:
-            st = done[1]
-            out.append((done[0], (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)))
+            append((digest, st.st_size, pack(st.st_size, mtime, st.st_ino, ctime)))
     return out
 
 
@@ -99,7 +119,9 @@ class _Worker:
     pid: int
     work_fd: int
     result_fd: int
-    pending: list[Sequence[Found]] = field(default_factory=list)
+    pending: deque[Sequence[Found]] = field(default_factory=deque)
+    """Chunks sent and not yet answered, oldest first."""
+    received: bytearray = field(default_factory=bytearray)
 
 
 def digest_chunks(
@@ -107,16 +129,17 @@ def digest_chunks(
     jobs: int,
     progress: Callable[[int], None] | None = None,
     *,
+    stamp_ns: int | None = None,
     fork_after: float = FORK_AFTER,
 ) -> Iterator[tuple[Sequence[Found], list[Digested]]]:
-    """Yields each chunk of ``chunks`` with the results of hashing its files.
+    """Yields each chunk of ``chunks`` with the results of hashing its files, in no
+    particular order; ``stamp_ns`` is for `.cache.stat_key`.
 
-    Chunks hashed here are yielded as soon as they are done, those a worker hashed
-    at the end, in no particular order. Workers (``jobs - 1`` of them, when
-    `usable_jobs` allows) are forked once the work has taken ``fork_after`` seconds
-    and more remains, so a small tree never pays for a fork. ``progress(n)`` is
-    called with the number of files of every chunk hashed here or handed to a
-    worker. Closing the iterator early kills the workers.
+    Workers (``jobs - 1`` of them, when `usable_jobs` allows) are forked once the
+    work has taken ``fork_after`` seconds and more remains, so a small tree never
+    pays for a fork. ``progress(n)`` is called with the number of files of every
+    chunk hashed here or handed to a worker. Closing the iterator early kills the
+    workers.
     """
     jobs = usable_jobs(jobs)
     workers: list[_Worker] = []
@@ -125,27 +148,21 @@ def digest_chunks(
         started = time.perf_counter()
         for chunk in chunks:
             if jobs > 1 and time.perf_counter() - started >= fork_after:
-                workers = _start(jobs - 1)
+                workers = _start(jobs - 1, stamp_ns)
                 jobs = 1
             if workers and _offer(workers, turn, chunk):
                 turn += 1
             else:
-                yield chunk, digest_found(chunk)
+                yield chunk, digest_found(chunk, stamp_ns)
             if progress is not None:
                 progress(len(chunk))
+            for worker in workers:
+                yield from _receive(worker, stamp_ns, block=False)
         for worker in workers:
             os.close(worker.work_fd)
             worker.work_fd = -1
-        while workers:
-            worker = workers.pop(0)
-            results = _collect(worker)
-            offset = 0
-            for chunk in worker.pending:
-                if results is None:
-                    yield chunk, digest_found(chunk)
-                else:
-                    yield chunk, results[offset : offset + len(chunk)]
-                    offset += len(chunk)
+        for worker in workers:
+            yield from _receive(worker, stamp_ns, block=True)
     finally:
         _kill(workers)
 
@@ -169,7 +186,60 @@ def _offer(workers: list[_Worker], turn: int, chunk: Sequence[Found]) -> bool:
     return False
 
 
-def _start(count: int) -> list[_Worker]:
+def _receive(
+    worker: _Worker, stamp_ns: int | None, *, block: bool
+) -> Iterator[tuple[Sequence[Found], list[Digested]]]:
+    """Yields the chunks a worker has answered: those whose results have arrived, or,
+    with ``block``, all of them, reaping the worker. Chunks a worker failed to answer
+    are hashed here."""
+    if worker.result_fd < 0:
+        return
+    if block:
+        os.set_blocking(worker.result_fd, True)
+    data = worker.received
+    while True:
+        try:
+            got = os.read(worker.result_fd, _RESULT_PIPE_SIZE)
+        except BlockingIOError:
+            break
+        if not got:
+            os.close(worker.result_fd)
+            worker.result_fd = -1
+            break
+        data += got
+        if not block:
+            break
+    at = 0
+    while len(data) - at >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(data, at)
+        end = at + _LENGTH.size + length
+        if end > len(data):
+            break
+        answers = _load(memoryview(data)[at + _LENGTH.size : end])
+        at = end
+        for answer in answers:
+            if not worker.pending:
+                break
+            chunk = worker.pending.popleft()
+            yield chunk, answer if len(answer) == len(chunk) else digest_found(chunk, stamp_ns)
+    del data[:at]
+    if worker.result_fd < 0:
+        os.waitpid(worker.pid, 0)
+        worker.pid = 0
+        while worker.pending:
+            chunk = worker.pending.popleft()
+            yield chunk, digest_found(chunk, stamp_ns)
+
+
+def _load(frame: memoryview) -> list[list[Digested]]:
+    try:
+        answers = marshal.loads(frame)
+    except (EOFError, ValueError, TypeError):
+        return []
+    return answers if isinstance(answers, list) else []
+
+
+def _start(count: int, stamp_ns: int | None) -> list[_Worker]:
     workers: list[_Worker] = []
     try:
         for _ in range(count):
@@ -179,12 +249,14 @@ def _start(count: int) -> list[_Worker]:
                 import fcntl
 
                 fcntl.fcntl(work_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+                fcntl.fcntl(result_w, fcntl.F_SETPIPE_SZ, _RESULT_PIPE_SIZE)
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                _child(work_r, result_w, [work_w, result_r, *_fds(workers)])
+                _child(work_r, result_w, [work_w, result_r, *_fds(workers)], stamp_ns)
             os.close(work_r)
             os.close(result_w)
             os.set_blocking(work_w, False)
+            os.set_blocking(result_r, False)
             workers.append(_Worker(pid, work_w, result_r))
     except OSError:
         pass  # no more processes or pipes: the parent and the workers started do it all
@@ -195,44 +267,36 @@ def _fds(workers: list[_Worker]) -> list[int]:
     return [fd for w in workers for fd in (w.work_fd, w.result_fd) if fd >= 0]
 
 
-def _child(work_fd: int, result_fd: int, inherited: list[int]) -> None:  # pragma: no cover
-    """A worker's whole life: hash the paths it is sent until EOF, send the results,
-    exit without running any of the parent's cleanup (atexit, buffers, finalizers)."""
+def _child(  # pragma: no cover
+    work_fd: int, result_fd: int, inherited: list[int], stamp_ns: int | None
+) -> None:
+    """A worker's whole life: hash the paths it is sent until EOF, sending results
+    every `SEND_EVERY` chunks, then exit without running any of the parent's cleanup
+    (atexit, buffers, finalizers)."""
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         for fd in inherited:
             os.close(fd)
-        results: list[Digested] = []
-        with open(work_fd, "rb") as source:
+        answers: list[list[Digested]] = []
+        with open(work_fd, "rb") as source, open(result_fd, "wb") as sink:
             while header := source.read(_LENGTH.size):
                 (length,) = _LENGTH.unpack(header)
                 paths = source.read(length).decode("utf-8", "surrogateescape").split("\0")
-                results.extend(_digest_paths(paths))
-        with open(result_fd, "wb") as sink:
-            sink.write(marshal.dumps(results))
+                answers.append(_digest_paths(paths, stamp_ns))
+                if len(answers) == SEND_EVERY:
+                    _send(sink, answers)
+                    answers = []
+            _send(sink, answers)
         status = 0
     finally:
         os._exit(status)
 
 
-def _collect(worker: _Worker) -> list[Digested] | None:
-    """Reads a worker's results and reaps it; None when they are not all there."""
-    with open(worker.result_fd, "rb") as f:
-        worker.result_fd = -1
-        data = f.read()
-    _, status = os.waitpid(worker.pid, 0)
-    worker.pid = 0
-    expected = sum(len(chunk) for chunk in worker.pending)
-    if status != 0:
-        return None
-    try:
-        results = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
-        return None
-    if not isinstance(results, list) or len(results) != expected:
-        return None
-    return results
+def _send(sink: BinaryIO, answers: list[list[Digested]]) -> None:  # pragma: no cover
+    frame = marshal.dumps(answers)
+    sink.write(_LENGTH.pack(len(frame)) + frame)
+    sink.flush()
 
 
 def _kill(workers: list[_Worker]) -> None:
