@@ -169,16 +169,16 @@ def _hash_tree(
                 yield files[i : i + CHUNK_FILES]
 
     report = None if progress is None else (lambda n: progress(n, seen))
-    done = _hash_chunks(chunks(), jobs, stamp, report)
-    files: dict[str, Entry] = {}
-    keys: list[cache.Key] = []
-    add_key = keys.append
-    new, extra = tuple.__new__, NO_EXTRA
-    for logical in sorted(done):
-        digest, size, key = done[logical]
-        files[logical] = new(Entry, (digest, size, extra))
-        add_key(key)
-    return _Outcome(files, keys, len(files), found.dirs if found.plain else None, found.skipped)
+    entries, keys = _hash_chunks(chunks(), jobs, stamp, report)
+    order = sorted(entries)
+    files = {p: entries[p] for p in order}
+    return _Outcome(
+        files,
+        [keys[p] for p in order],
+        len(files),
+        found.dirs if found.plain else None,
+        found.skipped,
+    )
 
 
 def _options(patterns: list[str], include_hidden: bool, excluded: list[str]) -> str:
@@ -246,14 +246,14 @@ def _reuse_listings(
         total = len(paths)
         if progress is not None:
             progress(total - len(todo), total)
-        done = _hash(todo, jobs, stamp, progress, total)
-        if len(done) != len(todo):
+        entries, new_keys = _hash(todo, jobs, stamp, progress, total)
+        if len(entries) != len(todo):
             return None
         digests, keys = list(digests), list(keys)
         at = {p: i for i, p in enumerate(paths)} if len(todo) > 64 else None
-        for logical, (digest, size, key) in done.items():
+        for logical, entry in entries.items():
             i = at[logical] if at is not None else paths.index(logical)
-            digests[i], sizes[i], keys[i] = digest, size, key
+            digests[i], sizes[i], keys[i] = entry.digest, entry.size, new_keys[logical]
     new, extra = tuple.__new__, NO_EXTRA
     files = {p: new(Entry, (d, n, extra)) for p, d, n in zip(paths, digests, sizes, strict=True)}
     return _Outcome(files, keys, len(todo), dirs, [])
@@ -383,16 +383,15 @@ def _assemble(
     total = len(found.files)
     if progress is not None and len(todo) < total:
         progress(total - len(todo), total)
-    done = _hash(todo, jobs, stamp, progress, total)
+    entries, new_keys = _hash(todo, jobs, stamp, progress, total)
     for logical, _, _ in todo:
-        hashed = done.get(logical)
-        if hashed is None:
+        entry = entries.get(logical)
+        if entry is None:
             del files[logical]
             keys.pop(logical, None)
         else:
-            digest, size, key = hashed
-            keys[logical] = key
-            files[logical] = Entry(digest, size)
+            keys[logical] = new_keys[logical]
+            files[logical] = entry
     complete: dict[str, Entry] = files  # type: ignore[assignment]
     return _Outcome(
         complete,
@@ -420,7 +419,7 @@ def _hash(
     stamp: int | None,
     progress: Callable[[int, int], None] | None,
     total: int,
-) -> dict[str, tuple[str, int, cache.Key]]:
+) -> tuple[dict[str, Entry], dict[str, cache.Key]]:
     report = None if progress is None else (lambda n: progress(n, total))
     chunks = [todo[i : i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
     return _hash_chunks(chunks, jobs, stamp, report)
@@ -431,19 +430,27 @@ def _hash_chunks(
     jobs: int,
     stamp: int | None,
     report: Callable[[int], None] | None,
-) -> dict[str, tuple[str, int, cache.Key]]:
+) -> tuple[dict[str, Entry], dict[str, cache.Key]]:
     """Hashes the files of ``chunks``, in worker processes when ``jobs`` and the amount
-    of work allow, with keys by the racy rule of ``stamp``. Files that vanished since
-    the scan are left out; an unreadable file raises `FileReadError`."""
-    done: dict[str, tuple[str, int, cache.Key]] = {}
+    of work allow, with keys by the racy rule of ``stamp``. Returns the entries and the
+    keys of the files, in no particular order. Files that vanished since the scan are
+    left out; an unreadable file raises `FileReadError`.
+
+    Entries are made as results arrive, while workers are still busy, rather than
+    after: that is most of the work left once the last file is hashed.
+    """
+    entries: dict[str, Entry] = {}
+    keys: dict[str, cache.Key] = {}
+    new, extra = tuple.__new__, NO_EXTRA
     for chunk, results in digest_chunks(chunks, jobs, report, stamp_ns=stamp):
         for (logical, path, _), result in zip(chunk, results, strict=True):
             if result is None:
                 result = _hash_again(logical, path, stamp)
                 if result is None:
                     continue
-            done[logical] = result
-    return done
+            entries[logical] = new(Entry, (result[0], result[1], extra))
+            keys[logical] = result[2]
+    return entries, keys
 
 
 def _hash_again(logical: str, path: str, stamp: int | None) -> Digested:
