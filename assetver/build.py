@@ -37,6 +37,9 @@ class BuildResult:
     seconds: float
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(logical path, reason) of entries left out with a warning."""
+    listed: bool = True
+    """False when no directory was listed: the cache showed every one unchanged, so
+    only the files were stat'ed."""
 
 
 def default_jobs() -> int:
@@ -60,6 +63,7 @@ class _Outcome:
     hashed: int
     dirs: list[tuple[str, cache.DirKey]] | None
     skipped: list[tuple[str, str]]
+    listed: bool = True
 
 
 def build(
@@ -142,6 +146,7 @@ def _build(
         reused=len(files) - outcome.hashed,
         seconds=time.perf_counter() - started,
         skipped=outcome.skipped,
+        listed=outcome.listed,
     )
 
 
@@ -256,7 +261,7 @@ def _reuse_listings(
             digests[i], sizes[i], keys[i] = entry.digest, entry.size, new_keys[logical]
     new, extra = tuple.__new__, NO_EXTRA
     files = {p: new(Entry, (d, n, extra)) for p, d, n in zip(paths, digests, sizes, strict=True)}
-    return _Outcome(files, keys, len(todo), dirs, [])
+    return _Outcome(files, keys, len(todo), dirs, [], listed=False)
 
 
 @contextlib.contextmanager

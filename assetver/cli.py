@@ -191,14 +191,24 @@ class _Progress:
     def __init__(self, stream: TextIO) -> None:
         self._enabled = stream.isatty()
         self._bar: Any = None
+        self._done = 0
 
     def __call__(self, done: int, total: int) -> None:
+        """``total`` may grow while a cold build is still finding files."""
+        self._done += done
         if not self._enabled or total < PROGRESS_MIN_FILES:
             return
         if self._bar is None:
-            from tqdm import tqdm
+            import tqdm
 
-            self._bar = tqdm(total=total, unit="file", file=sys.stderr, leave=False)
+            # tqdm's monitor is a thread, and a process with threads forks no workers.
+            tqdm.tqdm.monitor_interval = 0
+            self._bar = tqdm.tqdm(
+                total=total, initial=self._done, unit="file", file=sys.stderr, leave=False
+            )
+            return
+        if total != self._bar.total:
+            self._bar.total = total
         self._bar.update(done)
 
     def close(self) -> None:
@@ -249,6 +259,7 @@ def _summary(result: BuildResult, output: str) -> dict[str, Any]:
         "bytes": result.manifest.total_size(),
         "hashed": result.hashed,
         "reused": result.reused,
+        "listed": result.listed,
         "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
         "seconds": round(result.seconds, 3),
     }

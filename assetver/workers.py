@@ -130,13 +130,12 @@ def digest_chunks(
     progress: Callable[[int], None] | None = None,
     *,
     stamp_ns: int | None = None,
-    fork_after: float = FORK_AFTER,
 ) -> Iterator[tuple[Sequence[Found], list[Digested]]]:
     """Yields each chunk of ``chunks`` with the results of hashing its files, in no
     particular order; ``stamp_ns`` is for `.cache.stat_key`.
 
     Workers (``jobs - 1`` of them, when `usable_jobs` allows) are forked once the
-    work has taken ``fork_after`` seconds and more remains, so a small tree never
+    work has taken `FORK_AFTER` seconds and more remains, so a small tree never
     pays for a fork. ``progress(n)`` is called with the number of files of every
     chunk hashed here or handed to a worker. Closing the iterator early kills the
     workers.
@@ -145,9 +144,9 @@ def digest_chunks(
     workers: list[_Worker] = []
     try:
         turn = 0
-        started = time.perf_counter()
+        fork_at = time.perf_counter() + FORK_AFTER
         for chunk in chunks:
-            if jobs > 1 and time.perf_counter() - started >= fork_after:
+            if jobs > 1 and time.perf_counter() >= fork_at:
                 workers = _start(jobs - 1, stamp_ns)
                 jobs = 1
             if workers and _offer(workers, turn, chunk):

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
+import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 import assetver
 from assetver import Manifest, ManifestError, RootError
 from assetver.build import build
+from assetver.hashing import digest_bytes
 from assetver.manifest import Entry
 
 from .conftest import age, write
@@ -224,29 +228,71 @@ def test_add_delete_rename(tree: Path, tmp_path: Path) -> None:
     assert {"new.css", "js/main.js"} <= set(result.manifest)
 
 
+KEY = b"x" * 32
+
+
+def _recrafted(
+    data: bytes, header: dict[str, object] | None = None, body: bytes | None = None
+) -> bytes:
+    """A cache file like ``data`` with its header or body replaced; a new body gets a
+    correct digest, so only the checks after the digest can reject it."""
+    magic, header_line, old_body = data.split(b"\n", 2)
+    fields = json.loads(header_line)
+    if body is not None:
+        fields["body"] = digest_bytes(body)
+    fields.update(header or {})
+    return (
+        magic + b"\n" + json.dumps(fields).encode() + b"\n" + (old_body if body is None else body)
+    )
+
+
 @pytest.mark.parametrize(
-    "content",
+    "corrupt",
     [
-        b"",
-        b"{not json",
-        b"[]",
-        b'{"format": "assetver-cache", "version": 99}',
-        b'{"format": "assetver-cache", "version": 1, "root": "/elsewhere", "stamp_ns": 0,'
-        b' "entries": {}}',
-        b'{"format": "assetver-cache", "version": 1, "root": "ROOT",'
-        b' "stamp_ns": 99999999999999999999,'
-        b' "entries": {"css/app.css": ["x", 1, 2, 3, "0000000000000000"]}}',
-        b'{"format": "assetver-cache", "version": 1, "root": "ROOT",'
-        b' "stamp_ns": 99999999999999999999,'
-        b' "entries": {"css/app.css": 5}}',
+        lambda data: b"",
+        lambda data: b'{"format": "assetver-cache", "version": 2, "root": "/", "paths": []}',
+        lambda data: data.split(b"\n", 1)[0] + b"\n{not json\n",
+        lambda data: _recrafted(data, header={"root": "/elsewhere"}),
+        lambda data: _recrafted(data, header={"options": "other"}),
+        lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+        lambda data: _recrafted(data, body=b"\x00garbage"),
+        lambda data: _recrafted(data, body=marshal.dumps((1, 2, 3))),
+        lambda data: _recrafted(data, body=marshal.dumps((1, 2, 3, 4, 5))),
+        lambda data: _recrafted(
+            data, body=marshal.dumps(("a\0b", b"x" * 32, "0" * 32, None, None))
+        ),
+        lambda data: _recrafted(data, body=marshal.dumps(("a", KEY, "Z" * 16, None, None))),
+        lambda data: _recrafted(
+            data, body=marshal.dumps(("a", KEY, "0" * 16, ["", "b/"], [(1, 2, 3, 4, 5)]))
+        ),
+    ],
+    ids=[
+        "empty",
+        "version-2-json",
+        "header-not-json",
+        "other-root",
+        "other-options",
+        "body-bit-flipped",
+        "body-not-marshal",
+        "body-too-short",
+        "body-wrong-types",
+        "paths-and-keys-disagree",
+        "digests-not-hex",
+        "dirs-and-keys-disagree",
     ],
 )
-def test_corrupt_or_foreign_cache_is_ignored(tree: Path, tmp_path: Path, content: bytes) -> None:
+def test_corrupt_or_foreign_cache_is_ignored(
+    tree: Path, tmp_path: Path, corrupt: Callable[[bytes], bytes]
+) -> None:
+    age(tree)
+    cached_build(tree, tmp_path)
     cache = tmp_path / "cache.json"
-    cache.write_bytes(content.replace(b"ROOT", os.fsencode(os.path.realpath(tree))))
+    cache.write_bytes(corrupt(cache.read_bytes()))
     result = cached_build(tree, tmp_path)
-    assert result.reused == 0
+    assert (result.hashed, result.reused, result.listed) == (6, 0, True)
     assert result.manifest == assetver.build_manifest(tree)
+    again = cached_build(tree, tmp_path)
+    assert (again.hashed, again.listed) == (0, False)
 
 
 def test_cache_with_wrong_digest_for_other_root_is_not_trusted(tree: Path, tmp_path: Path) -> None:
@@ -267,6 +313,83 @@ def test_truncated_cache_after_crash_is_ignored(tree: Path, tmp_path: Path) -> N
     result = cached_build(tree, tmp_path)
     assert (result.hashed, result.reused) == (6, 0)
     assert cached_build(tree, tmp_path).reused == 6
+
+
+def test_unchanged_directories_are_not_listed_again(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    first = cached_build(tree, tmp_path)
+    assert first.listed
+    second = cached_build(tree, tmp_path)
+    assert (second.hashed, second.reused, second.listed) == (0, 6, False)
+    assert second.manifest == first.manifest
+    (tree / "css/app.css").write_text("body { color: blue}\n")  # same size, same dirs
+    third = cached_build(tree, tmp_path)
+    assert (third.hashed, third.listed) == (1, False)
+    assert third.manifest == assetver.build_manifest(tree)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: write(root, "css/new.css", "new\n"),
+        lambda root: (root / "js/app.js").unlink(),
+        lambda root: (root / "js/app.js").rename(root / "js/main.js"),
+        lambda root: (root / "img").rename(root / "images"),
+        lambda root: write(root, "img/deep/er/logo.svg", "<svg/>\n"),
+        lambda root: (root / "css/app.css").unlink() or (root / "css/app.css").mkdir(),
+        lambda root: write(root, ".hidden", "x") and write(root, "visible", "x"),
+    ],
+    ids=["add", "delete", "rename-file", "rename-dir", "add-nested", "file-to-dir", "names"],
+)
+def test_changed_directories_are_listed(
+    tree: Path, tmp_path: Path, change: Callable[[Path], object]
+) -> None:
+    """A name added, removed or renamed changes its directory, so the cached listing is
+    not used: the tree is scanned and the result equals a fresh build."""
+    age(tree)
+    cached_build(tree, tmp_path)
+    change(tree)
+    age(tree)
+    result = cached_build(tree, tmp_path)
+    assert result.listed
+    assert result.manifest == assetver.build_manifest(tree)
+    after = cached_build(tree, tmp_path)
+    assert (after.hashed, after.listed) == (0, False)
+    assert after.manifest == result.manifest
+
+
+def test_directory_changed_after_the_build_started_is_listed_next_time(
+    tree: Path, tmp_path: Path
+) -> None:
+    """The racy rule for directories: a listing is reused only if the directory's mtime
+    and ctime are older than the start of the build that listed it."""
+    age(tree)
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(tree / "css", ns=(future, future))
+    cached_build(tree, tmp_path)
+    again = cached_build(tree, tmp_path)
+    assert (again.hashed, again.listed) == (0, True)
+
+
+def test_symlinks_keep_the_tree_listed(tmp_path: Path) -> None:
+    """A symlink's target can change without any listed directory changing."""
+    root = tmp_path / "static"
+    write(root, "css/app.css", "a\n")
+    write(root, "real/b.css", "b\n")
+    (root / "link").symlink_to(root / "real")
+    age(root)
+    cached_build(root, tmp_path)
+    again = cached_build(root, tmp_path)
+    assert (again.hashed, again.listed) == (0, True)
+    assert set(again.manifest) == {"css/app.css", "real/b.css", "link/b.css"}
+
+
+def test_other_scan_options_ignore_the_cache(tree: Path, tmp_path: Path) -> None:
+    age(tree)
+    cached_build(tree, tmp_path)
+    result = build(tree, cache_path=tmp_path / "cache.json", exclude=["*.svg"])
+    assert (result.hashed, result.reused) == (5, 0)
+    assert "img/logo.svg" not in result.manifest
 
 
 def test_file_deleted_between_scan_and_hash_is_dropped(tree: Path, tmp_path: Path) -> None:
