@@ -44,7 +44,7 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
         "--jobs",
         type=int,
         metavar="N",
-        help="hashing threads (default 1; more help only for large files)",
+        help="hashing processes (default: one per CPU, at most 8; 1 hashes in this process)",
     )
     p.add_argument(
         "--exclude",
