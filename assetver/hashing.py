@@ -32,7 +32,7 @@ def digest_file(path: str) -> str:
     return digest_file_stat(path)[0]
 
 
-def digest_file_stat(path: str) -> tuple[str, os.stat_result]:
+def digest_file_stat(path: str | bytes) -> tuple[str, os.stat_result]:
     """Returns the digest of the regular file at ``path`` and its stat, taken from the
     open file (so both describe the same file, and no second lookup is needed).
 
@@ -43,7 +43,7 @@ def digest_file_stat(path: str) -> tuple[str, os.stat_result]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
+            raise OSError(f"{os.fsdecode(path)} is not a regular file")
         if st.st_size < CHUNK_SIZE:
             data = os.read(fd, st.st_size + 1)
             if len(data) == st.st_size:
@@ -61,7 +61,7 @@ def digest_file_stat(path: str) -> tuple[str, os.stat_result]:
         os.close(fd)
 
 
-def digest_files(paths: Sequence[str]) -> list[tuple[str, os.stat_result] | None]:
+def digest_files(paths: Sequence[str | bytes]) -> list[tuple[str, os.stat_result] | None]:
     """Returns what `digest_file_stat` returns for each path, or None where it raised
     (call it again for the error: the caller decides what an unreadable file means).
 

@@ -45,7 +45,7 @@ CHUNK_FILES = 32
 
 _LENGTH = struct.Struct("<I")
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
-FORK_AFTER = 0.01
+FORK_AFTER = 0.005
 """Seconds of work after which workers are forked: forking and reaping a worker takes
 1 to 2 ms, which a tree hashed in less than this would not win back."""
 
@@ -95,7 +95,7 @@ def digest_found(files: Sequence[Found], stamp_ns: int | None) -> list[Digested]
     return _digest_paths([f[1] for f in files], stamp_ns)
 
 
-def _digest_paths(paths: list[str], stamp_ns: int | None) -> list[Digested]:
+def _digest_paths(paths: Sequence[str | bytes], stamp_ns: int | None) -> list[Digested]:
     out: list[Digested] = []
     append = out.append
     pack = key_packer()
@@ -281,8 +281,7 @@ def _child(  # pragma: no cover
         with open(work_fd, "rb") as source, open(result_fd, "wb") as sink:
             while header := source.read(_LENGTH.size):
                 (length,) = _LENGTH.unpack(header)
-                paths = source.read(length).decode("utf-8", "surrogateescape").split("\0")
-                answers.append(_digest_paths(paths, stamp_ns))
+                answers.append(_digest_paths(source.read(length).split(b"\0"), stamp_ns))
                 if len(answers) == SEND_EVERY:
                     _send(sink, answers)
                     answers = []
