@@ -60,6 +60,10 @@ to take its results."""
 SEND_EVERY = 8
 """Chunks a worker hashes between two sends of results."""
 
+RECEIVE_EVERY = 4
+"""Chunks the parent handles between two looks at the workers' results: a look is a
+system call, and results arrive every `SEND_EVERY` chunks anyway."""
+
 
 def usable_jobs(jobs: int) -> int:
     """Returns ``jobs`` if worker processes may be forked here, else 1."""
@@ -145,7 +149,7 @@ def digest_chunks(
     try:
         turn = 0
         fork_at = time.perf_counter() + FORK_AFTER
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks, 1):
             if jobs > 1 and time.perf_counter() >= fork_at:
                 workers = _start(jobs - 1, stamp_ns)
                 jobs = 1
@@ -155,8 +159,9 @@ def digest_chunks(
                 yield chunk, digest_found(chunk, stamp_ns)
             if progress is not None:
                 progress(len(chunk))
-            for worker in workers:
-                yield from _receive(worker, stamp_ns, block=False)
+            if workers and index % RECEIVE_EVERY == 0:
+                for worker in workers:
+                    yield from _receive(worker, stamp_ns, block=False)
         for worker in workers:
             os.close(worker.work_fd)
             worker.work_fd = -1
