@@ -548,6 +548,7 @@ class NoHashingTest(StaticTestCase):
 
         wrap(assetver.hashing.xxhash, "xxh3_64_hexdigest")
         wrap(assetver.hashing.xxhash, "xxh3_64")
+        wrap(assetver.hashing, "hexdigest")
         wrap(tornado.web.StaticFileHandler, "get_content_version")
         wrap(hashlib, "sha512")
         try:

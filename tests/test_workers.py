@@ -4,6 +4,7 @@ really forked and always reaped, never forked where it is unsafe."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import threading
 from collections.abc import Iterator
@@ -126,3 +127,20 @@ def test_fifo_in_a_worker_chunk_does_not_hang(tmp_path: Path, fork_at_once: None
     assert results[files[-1][0]] is None
     assert all(r is not None for p, r in results.items() if p != files[-1][0])
     assert assetver.build_manifest(root, jobs=1)  # the build itself skips the FIFO
+
+
+def test_a_worker_killed_midway_is_replaced_by_the_parent(many: Path, fork_at_once: None) -> None:
+    """Chunks sent to a worker that dies are hashed by the parent; nothing is lost."""
+    files = scan(str(many)).files
+    expected = dict(zip((f[0] for f in files), digest_found(files, None), strict=True))
+    got = {}
+    killed = False
+    for chunk, results in digest_chunks(chunked(files), 2):
+        if not killed and children():
+            for pid in children():
+                os.kill(int(pid), signal.SIGKILL)
+            killed = True
+        for f, r in zip(chunk, results, strict=True):
+            got[f[0]] = r
+    assert killed
+    assert got == expected
