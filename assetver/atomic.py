@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 
 from .errors import OutputError
 
 
-def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same directory.
+def write_atomic(path: str, data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
+    """Writes ``data`` (bytes, or a sequence of parts written one after the other) to
+    ``path`` through a temporary file in the same directory.
 
     The temporary file is renamed over ``path`` with `os.replace`, so a kill at any
     moment leaves either the previous file or the complete new one; with ``durable``
@@ -25,7 +27,10 @@ def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
         raise OutputError(f"cannot write {path}: {e.strerror}; choose a writable location") from e
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                f.writelines(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

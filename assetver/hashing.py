@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import xxhash
 
@@ -31,6 +31,14 @@ hexdigest: Callable[[bytes | bytearray | memoryview], str] = xxhash.xxh3_64_hexd
 def digest_bytes(data: bytes | bytearray | memoryview) -> str:
     """Returns the digest of ``data``."""
     return str(xxhash.xxh3_64_hexdigest(data))
+
+
+def digest_parts(parts: Iterable[bytes | bytearray | memoryview]) -> str:
+    """Returns the digest of the concatenation of ``parts``, without concatenating them."""
+    hasher = xxhash.xxh3_64()
+    for part in parts:
+        hasher.update(part)
+    return str(hasher.hexdigest())
 
 
 def digest_file(path: str) -> str:

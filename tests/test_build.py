@@ -229,21 +229,22 @@ def test_add_delete_rename(tree: Path, tmp_path: Path) -> None:
 
 
 KEY = b"x" * 32
+NO_DIRS = marshal.dumps((None, None))
 
 
 def _recrafted(
-    data: bytes, header: dict[str, object] | None = None, body: bytes | None = None
+    data: bytes, header: dict[str, object] | None = None, sections: list[bytes] | None = None
 ) -> bytes:
-    """A cache file like ``data`` with its header or body replaced; a new body gets a
-    correct digest, so only the checks after the digest can reject it."""
-    magic, header_line, old_body = data.split(b"\n", 2)
+    """A cache file like ``data`` with header fields or body sections replaced; new
+    sections get a correct digest and sizes, so only the later checks can reject them."""
+    magic, header_line, body = data.split(b"\n", 2)
     fields = json.loads(header_line)
-    if body is not None:
+    if sections is not None:
+        body = b"".join(sections)
+        fields["sections"] = [len(part) for part in sections]
         fields["body"] = digest_bytes(body)
     fields.update(header or {})
-    return (
-        magic + b"\n" + json.dumps(fields).encode() + b"\n" + (old_body if body is None else body)
-    )
+    return magic + b"\n" + json.dumps(fields).encode() + b"\n" + body
 
 
 @pytest.mark.parametrize(
@@ -255,16 +256,16 @@ def _recrafted(
         lambda data: _recrafted(data, header={"root": "/elsewhere"}),
         lambda data: _recrafted(data, header={"options": "other"}),
         lambda data: data[:-1] + bytes([data[-1] ^ 1]),
-        lambda data: _recrafted(data, body=b"\x00garbage"),
-        lambda data: _recrafted(data, body=marshal.dumps((1, 2, 3))),
-        lambda data: _recrafted(data, body=marshal.dumps((1, 2, 3, 4, 5))),
+        lambda data: _recrafted(data, header={"sections": [1, 2, 3, 4]}),
+        lambda data: _recrafted(data, {"files": 2}, [b"a\0b", KEY, b"0" * 32, NO_DIRS]),
+        lambda data: _recrafted(data, {"files": 1}, [b"a", KEY, b"Z" * 16, NO_DIRS]),
+        lambda data: _recrafted(data, {"files": 1}, [b"a", KEY, b"0" * 16, b"\x00junk"]),
         lambda data: _recrafted(
-            data, body=marshal.dumps(("a\0b", b"x" * 32, "0" * 32, None, None))
+            data,
+            {"files": 1},
+            [b"a", KEY, b"0" * 16, marshal.dumps((["", "b/"], [(1, 2, 3, 4, 5)]))],
         ),
-        lambda data: _recrafted(data, body=marshal.dumps(("a", KEY, "Z" * 16, None, None))),
-        lambda data: _recrafted(
-            data, body=marshal.dumps(("a", KEY, "0" * 16, ["", "b/"], [(1, 2, 3, 4, 5)]))
-        ),
+        lambda data: _recrafted(data, {"files": -1}, [b"", b"", b"", NO_DIRS]),
     ],
     ids=[
         "empty",
@@ -273,12 +274,12 @@ def _recrafted(
         "other-root",
         "other-options",
         "body-bit-flipped",
-        "body-not-marshal",
-        "body-too-short",
-        "body-wrong-types",
+        "sections-do-not-add-up",
         "paths-and-keys-disagree",
         "digests-not-hex",
+        "listings-not-marshal",
         "dirs-and-keys-disagree",
+        "negative-count",
     ],
 )
 def test_corrupt_or_foreign_cache_is_ignored(
