@@ -54,8 +54,8 @@ def build_manifest(
 ) -> Manifest:
     """Hashes every file under ``root`` and returns the `Manifest`.
 
-    ``jobs`` is the number of hashing threads (default 1: threads only pay off for
-    large files).
+    ``jobs`` is the number of hashing processes (default: one per CPU, at most 8); a
+    process with other threads hashes in the calling thread (see `assetver.workers`).
     ``exclude`` takes glob patterns matched against logical paths and bare names.
     Dotfiles are left out unless ``include_hidden``. ``exclude_paths`` names files
     to leave out by path (an output manifest inside the root). With ``cache_path``

@@ -265,7 +265,8 @@ def _receive(
     del data[:at]
     if worker.result_fd < 0:
         if worker.pid:
-            os.waitpid(worker.pid, 0)
+            with contextlib.suppress(ChildProcessError):  # reaped by someone else's handler
+                os.waitpid(worker.pid, 0)
             worker.pid = 0
         while worker.pending:
             chunk = worker.pending.popleft()
