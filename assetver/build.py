@@ -58,13 +58,14 @@ def default_jobs() -> int:
 @dataclass(slots=True)
 class _Outcome:
     files: dict[str, Entry]
-    """Sorted by logical path."""
     keys: list[cache.Key]
     """Parallel to ``files``."""
     hashed: int
     dirs: list[tuple[str, cache.DirKey]] | None
     skipped: list[tuple[str, str]]
     listed: bool = True
+    ordered: bool = True
+    """Whether ``files`` is sorted by logical path."""
 
 
 def build(
@@ -140,9 +141,11 @@ def _build(
             outcome.keys,
             [e.digest for e in files.values()],
             outcome.dirs,
+            ordered=outcome.ordered,
         )
+    manifest = (Manifest.from_sorted if outcome.ordered else Manifest.from_unordered)(files)
     return BuildResult(
-        manifest=Manifest.from_sorted(files),
+        manifest=manifest,
         hashed=outcome.hashed,
         reused=len(files) - outcome.hashed,
         seconds=time.perf_counter() - started,
@@ -176,15 +179,13 @@ def _hash_tree(
 
     report = None if progress is None else (lambda n: progress(n, seen))
     hashed = _hash_chunks(chunks(), jobs, stamp, report)
-    order = sorted(range(len(hashed.paths)), key=hashed.paths.__getitem__)
-    in_order = [hashed.paths[i] for i in order]
-    files = dict(zip(in_order, map(hashed.entries.__getitem__, order), strict=True))
     return _Outcome(
-        files,
-        list(map(hashed.keys.__getitem__, order)),
-        len(files),
+        dict(zip(hashed.paths, hashed.entries, strict=True)),
+        hashed.keys,
+        len(hashed.paths),
         found.dirs if found.plain else None,
         found.skipped,
+        ordered=False,
     )
 
 
@@ -263,7 +264,7 @@ def _reuse_listings(
             digests[i], sizes[i], keys[i] = entry.digest, entry.size, key
     new, extra = tuple.__new__, NO_EXTRA
     files = {p: new(Entry, (d, n, extra)) for p, d, n in zip(paths, digests, sizes, strict=True)}
-    return _Outcome(files, keys, len(todo), dirs, [], listed=False)
+    return _Outcome(files, keys, len(todo), dirs, [], listed=False, ordered=previous.ordered)
 
 
 @contextlib.contextmanager

@@ -104,6 +104,7 @@ class Cache:
     digests, and the directories it listed."""
 
     paths: list[str]
+    """In the order of the build that saved them (see ``ordered``)."""
     keys: list[Key]
     """Parallel to ``paths``; `RACY` where the racy-timestamp rule forbids reuse."""
     digests: list[str]
@@ -111,6 +112,8 @@ class Cache:
     """(logical path + "/" or "" for the root, key) of every directory scanned; None
     when the listings cannot be reused (a symlink or a skipped entry in the tree, or a
     directory changed during that build)."""
+    ordered: bool
+    """Whether ``paths`` is sorted."""
 
 
 def load(path: str, root: str, options: str) -> Cache | None:
@@ -143,9 +146,11 @@ def _decode(data: bytes, root: str, options: str) -> Cache | None:
     body = memoryview(data)[header_end + 1 :]
     if digest_bytes(body) != header["body"]:
         raise ValueError("body digest mismatch")
-    n = header["files"]
+    n, ordered = header["files"], header["ordered"]
     sizes = header["sections"]
-    if not (type(n) is int and len(sizes) == 4 and sum(sizes) == len(body)):
+    if not (
+        type(n) is int and type(ordered) is bool and len(sizes) == 4 and sum(sizes) == len(body)
+    ):
         raise ValueError("inconsistent sections")
     sections, at = [], 0
     for size in sizes:
@@ -171,6 +176,7 @@ def _decode(data: bytes, root: str, options: str) -> Cache | None:
         [blob[i : i + size] for i in range(0, size * n, size)],
         [digests[i : i + 16] for i in range(0, 16 * n, 16)],
         dirs,
+        ordered,
     )
 
 
@@ -183,6 +189,8 @@ def save(
     keys: Sequence[Key],
     digests: Sequence[str],
     dirs: Sequence[tuple[str, DirKey]] | None,
+    *,
+    ordered: bool,
 ) -> None:
     """Writes the cache atomically but without fsync: a cache lost to a power cut is
     only a slower next build. A cache that cannot be written is only logged.
@@ -208,6 +216,7 @@ def save(
         "options": options,
         "stamp_ns": stamp_ns,
         "files": len(paths),
+        "ordered": ordered,
         "sections": [len(part) for part in sections],
         "body": digest_parts(sections),
     }

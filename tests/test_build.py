@@ -478,3 +478,21 @@ def test_diff() -> None:
     d = old.diff(new)
     assert (d.added, d.removed, d.changed) == (["d"], ["a"], ["c"])
     assert not old.diff(old)
+
+
+def test_manifest_from_unordered_iterates_in_sorted_order() -> None:
+    """A cold build hands its entries over in the order they were hashed; the manifest
+    sorts them on first iteration, and looks them up before that."""
+    files = {
+        "b.js": Entry("1" * 16, 1),
+        "a/z.css": Entry("2" * 16, 2),
+        "a.css": Entry("3" * 16, 3),
+        "a-b/c": Entry("4" * 16, 4),
+    }
+    m = Manifest.from_unordered(dict(files))
+    assert m["b.js"].size == 1 and "a/z.css" in m and len(m) == 4
+    assert list(m) == sorted(files) == ["a-b/c", "a.css", "a/z.css", "b.js"]
+    assert m == Manifest(files) and hash(Manifest.from_unordered(dict(files))) == hash(m)
+    assert Manifest.from_unordered(dict(files)).to_json() == Manifest(files).to_json()
+    assert Manifest().diff(Manifest.from_unordered(dict(files))).added == sorted(files)
+    assert list(Manifest.from_unordered(dict(files)).items()) == sorted(files.items())
