@@ -8,6 +8,9 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat, starmap
+from operator import attrgetter
 
 from . import cache
 from .errors import AssetverError
@@ -117,7 +120,8 @@ def _build(
     stamp = previous = None
     if cache_file is not None:
         excluded.append(cache_file)
-        stamp = cache.filesystem_now(os.path.dirname(os.path.abspath(cache_file)))
+        directory = os.path.dirname(os.path.abspath(cache_file))
+        stamp = cache.filesystem_now(directory, touch=cache_file)
     options = _options(patterns, include_hidden, excluded)
     if cache_file is not None and stamp is not None:
         previous = cache.load(cache_file, real_root, options)
@@ -232,24 +236,23 @@ def _reuse_listings(
     (a racy key differs from every key).
     """
     base = real_root.rstrip("/") + "/"
-    stat, dir_key, pack = os.stat, cache.dir_key, cache.key_packer()
-    paths = previous.paths
-    sizes: list[int] = []
-    add_size = sizes.append
-    todo: list[Found] = []
+    stat, dir_key = os.stat, cache.dir_key
+    paths, old = previous.paths, previous.keys
     try:
         for prefix, listed in dirs:
             if dir_key(stat(base + prefix)) != listed:
                 return None
-        for logical, old in zip(paths, previous.keys, strict=True):
-            st = stat(base + logical)
-            size = st.st_size
-            add_size(size)
-            if pack(size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != old:
-                todo.append((logical, base + logical, None))
+        # One chain of C iterators, no Python bytecode per file: this loop is the
+        # whole of a no-change rebuild besides the stat calls themselves.
+        keys = list(
+            starmap(cache.key_packer(), map(_STAT_FIELDS, map(stat, map(base.__add__, paths))))
+        )
     except OSError:
         return None
-    digests, keys = previous.digests, previous.keys
+    digests, sizes = previous.digests, previous.sizes
+    todo: list[Found] = []
+    if keys != old:
+        todo = [(p, base + p, None) for p, k, o in zip(paths, keys, old, strict=True) if k != o]
     if todo:
         total = len(paths)
         if progress is not None:
@@ -257,14 +260,17 @@ def _reuse_listings(
         hashed = _hash(todo, jobs, stamp, progress, total)
         if len(hashed.paths) != len(todo):
             return None
-        digests, keys = list(digests), list(keys)
+        digests, sizes = list(digests), list(sizes)
         at = {p: i for i, p in enumerate(paths)} if len(todo) > 64 else None
         for logical, entry, key in hashed:
             i = at[logical] if at is not None else paths.index(logical)
             digests[i], sizes[i], keys[i] = entry.digest, entry.size, key
-    new, extra = tuple.__new__, NO_EXTRA
-    files = {p: new(Entry, (d, n, extra)) for p, d, n in zip(paths, digests, sizes, strict=True)}
+    entries = map(partial(tuple.__new__, Entry), zip(digests, sizes, repeat(NO_EXTRA)))
+    files = dict(zip(paths, entries, strict=True))
     return _Outcome(files, keys, len(todo), dirs, [], listed=False, ordered=previous.ordered)
+
+
+_STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
 
 @contextlib.contextmanager

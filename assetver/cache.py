@@ -39,14 +39,16 @@ from .hashing import digest_bytes, digest_parts
 
 log = logging.getLogger("assetver")
 
-_MAGIC = f"assetver-cache 3 marshal {marshal.version} {sys.implementation.cache_tag}\n".encode()
+_MAGIC = (
+    f"assetver-cache 3 {sys.byteorder} marshal {marshal.version} {sys.implementation.cache_tag}\n"
+).encode()
 _HEX = re.compile("[0-9a-f]*")
 
 Key = bytes
 """A file's size, mtime_ns, inode and ctime_ns when it was hashed, packed: one small
 object per file rather than five, which a build of 100,000 files feels."""
 
-_KEY = struct.Struct("<QqQq")
+_KEY = struct.Struct("=QqQq")
 
 RACY = bytes(_KEY.size)
 """The key of a file too recent to trust: it equals no stat key, as no file has a
@@ -66,7 +68,7 @@ def stat_key(st: os.stat_result, stamp_ns: int | None = None) -> Key:
 
 def key_size(key: Key) -> int:
     """Returns the file size a key holds."""
-    return int.from_bytes(key[:8], "little")
+    return int(_KEY.unpack(key)[0])
 
 
 def key_packer() -> Callable[[int, int, int, int], Key]:
@@ -79,13 +81,22 @@ def dir_key(st: os.stat_result) -> DirKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
 
 
-def filesystem_now(directory: str) -> int | None:
+def filesystem_now(directory: str, touch: str | None = None) -> int | None:
     """Returns the filesystem's own clock in ns, read from a fresh file's mtime.
 
     Using the filesystem's stamp rather than `time.time_ns` makes the racy-timestamp
     comparison exact whatever the filesystem's granularity. None when ``directory``
-    cannot be written (then nothing can be cached safely).
+    cannot be written (then nothing can be cached safely). With ``touch``, an
+    existing file in ``directory`` whose times may change (the cache itself), the
+    clock is read by setting that file's mtime to now: two system calls rather than
+    creating and removing a file.
     """
+    if touch is not None:
+        try:
+            os.utime(touch)
+            return os.stat(touch).st_mtime_ns
+        except OSError:
+            pass
     try:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".assetver-", suffix=".tmp", dir=directory)
@@ -108,6 +119,8 @@ class Cache:
     keys: list[Key]
     """Parallel to ``paths``; `RACY` where the racy-timestamp rule forbids reuse."""
     digests: list[str]
+    sizes: list[int]
+    """The size each key holds."""
     dirs: list[tuple[str, DirKey]] | None
     """(logical path + "/" or "" for the root, key) of every directory scanned; None
     when the listings cannot be reused (a symlink or a skipped entry in the tree, or a
@@ -175,6 +188,7 @@ def _decode(data: bytes, root: str, options: str) -> Cache | None:
         paths,
         [blob[i : i + size] for i in range(0, size * n, size)],
         [digests[i : i + 16] for i in range(0, 16 * n, 16)],
+        packed.cast("Q")[0::4].tolist(),  # the first field of every key
         dirs,
         ordered,
     )
