@@ -195,8 +195,9 @@ def _hash_tree(
 
 def _options(patterns: list[str], include_hidden: bool, excluded: list[str]) -> str:
     """What, besides the tree, decides which files a scan finds: a cache made with
-    other options is not used."""
-    return repr((sorted(patterns), include_hidden, sorted(os.path.realpath(p) for p in excluded)))
+    other options is not used. (Absolute rather than real paths: two spellings of one
+    output only cost a full build.)"""
+    return repr((sorted(patterns), include_hidden, sorted(os.path.abspath(p) for p in excluded)))
 
 
 def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
