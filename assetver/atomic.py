@@ -9,10 +9,23 @@ from collections.abc import Sequence
 
 from .errors import OutputError
 
+TEMP_PREFIX = ".assetver-"
+"""Prefix of temporary files, which scans leave out."""
 
-def write_atomic(path: str, data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
+
+def temp_file(directory: str) -> tuple[int, str]:
+    """Creates an empty temporary file in ``directory`` (made if missing) and returns
+    its descriptor, open for writing, and its path."""
+    os.makedirs(directory, exist_ok=True)
+    return tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=directory)
+
+
+def write_atomic(
+    path: str, data: bytes | Sequence[bytes], *, durable: bool = True, temp: str | None = None
+) -> None:
     """Writes ``data`` (bytes, or a sequence of parts written one after the other) to
-    ``path`` through a temporary file in the same directory.
+    ``path`` through a temporary file in the same directory (``temp``, an empty file
+    made there earlier with `temp_file`, or a new one).
 
     The temporary file is renamed over ``path`` with `os.replace`, so a kill at any
     moment leaves either the previous file or the complete new one; with ``durable``
@@ -21,8 +34,10 @@ def write_atomic(path: str, data: bytes | Sequence[bytes], *, durable: bool = Tr
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".assetver-", suffix=".tmp", dir=directory)
+        if temp is not None:
+            fd, tmp = os.open(temp, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), temp
+        else:
+            fd, tmp = temp_file(directory)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror}; choose a writable location") from e
     try:

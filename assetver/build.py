@@ -70,6 +70,17 @@ class _Outcome:
     ordered: bool = True
     """Whether ``files`` is sorted by logical path."""
 
+    def finish(self, started: float) -> BuildResult:
+        make = Manifest.from_sorted if self.ordered else Manifest.from_unordered
+        return BuildResult(
+            manifest=make(self.files),
+            hashed=self.hashed,
+            reused=len(self.files) - self.hashed,
+            seconds=time.perf_counter() - started,
+            skipped=self.skipped,
+            listed=self.listed,
+        )
+
 
 def build(
     root: str | os.PathLike[str],
@@ -117,11 +128,34 @@ def _build(
 ) -> BuildResult:
     started = time.perf_counter()
     real_root = check_root(root)
-    stamp = previous = None
+    stamp = spare = None
     if cache_file is not None:
         excluded.append(cache_file)
-        directory = os.path.dirname(os.path.abspath(cache_file))
-        stamp = cache.filesystem_now(directory, touch=cache_file)
+        begun = cache.start(cache_file)
+        if begun is not None:
+            stamp, spare = begun
+    try:
+        return _build_with(
+            real_root, jobs, patterns, include_hidden, excluded, cache_file, stamp, spare, progress
+        ).finish(started)
+    finally:
+        if spare is not None:  # not used for the cache: left when nothing was saved
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spare)
+
+
+def _build_with(
+    real_root: str,
+    jobs: int,
+    patterns: list[str],
+    include_hidden: bool,
+    excluded: list[str],
+    cache_file: str | None,
+    stamp: int | None,
+    spare: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> _Outcome:
+    previous = None
     options = _options(patterns, include_hidden, excluded)
     if cache_file is not None and stamp is not None:
         previous = cache.load(cache_file, real_root, options)
@@ -146,16 +180,9 @@ def _build(
             [e.digest for e in files.values()],
             outcome.dirs,
             ordered=outcome.ordered,
+            spare=spare,
         )
-    manifest = (Manifest.from_sorted if outcome.ordered else Manifest.from_unordered)(files)
-    return BuildResult(
-        manifest=manifest,
-        hashed=outcome.hashed,
-        reused=len(files) - outcome.hashed,
-        seconds=time.perf_counter() - started,
-        skipped=outcome.skipped,
-        listed=outcome.listed,
-    )
+    return outcome
 
 
 def _hash_tree(

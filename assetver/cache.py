@@ -29,11 +29,10 @@ import os
 import re
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .atomic import write_atomic
+from .atomic import temp_file, write_atomic
 from .errors import OutputError
 from .hashing import digest_bytes, digest_parts
 
@@ -81,25 +80,15 @@ def dir_key(st: os.stat_result) -> DirKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
 
 
-def filesystem_now(directory: str, touch: str | None = None) -> int | None:
+def filesystem_now(directory: str) -> int | None:
     """Returns the filesystem's own clock in ns, read from a fresh file's mtime.
 
     Using the filesystem's stamp rather than `time.time_ns` makes the racy-timestamp
     comparison exact whatever the filesystem's granularity. None when ``directory``
-    cannot be written (then nothing can be cached safely). With ``touch``, an
-    existing file in ``directory`` whose times may change (the cache itself), the
-    clock is read by setting that file's mtime to now: two system calls rather than
-    creating and removing a file.
+    cannot be written (then nothing can be cached safely).
     """
-    if touch is not None:
-        try:
-            os.utime(touch)
-            return os.stat(touch).st_mtime_ns
-        except OSError:
-            pass
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".assetver-", suffix=".tmp", dir=directory)
+        fd, tmp = temp_file(directory)
     except OSError:
         return None
     try:
@@ -107,6 +96,29 @@ def filesystem_now(directory: str, touch: str | None = None) -> int | None:
     finally:
         os.close(fd)
         os.unlink(tmp)
+
+
+def start(path: str) -> tuple[int, str | None] | None:
+    """Reads the filesystem clock for a build that will save its cache at ``path``.
+
+    If the cache exists, its mtime is set to now and read back: two system calls.
+    Otherwise a temporary file is made beside it, the one the new cache will be
+    written to: pass it to `save`, or remove it. None when the directory cannot be
+    written (then nothing can be cached safely).
+    """
+    try:
+        os.utime(path)
+        return os.stat(path).st_mtime_ns, None
+    except OSError:
+        pass
+    try:
+        fd, spare = temp_file(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd).st_mtime_ns, spare
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -205,12 +217,14 @@ def save(
     dirs: Sequence[tuple[str, DirKey]] | None,
     *,
     ordered: bool,
+    spare: str | None = None,
 ) -> None:
     """Writes the cache atomically but without fsync: a cache lost to a power cut is
     only a slower next build. A cache that cannot be written is only logged.
 
     ``keys`` must already follow the racy-timestamp rule (see `stat_key`); directories
-    are checked here: if one changed after ``stamp_ns`` no listing is saved.
+    are checked here: if one changed after ``stamp_ns`` no listing is saved. ``spare``
+    is the temporary file `start` made, if it made one.
     """
     if dirs is not None and not all(k[1] < stamp_ns and k[3] < stamp_ns for _, k in dirs):
         dirs = None
@@ -236,6 +250,6 @@ def save(
     }
     data = [_MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n", *sections]
     try:
-        write_atomic(path, data, durable=False)
+        write_atomic(path, data, durable=False, temp=spare)
     except OutputError as e:
         log.info("build cache not saved: %s", e)

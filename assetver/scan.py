@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .atomic import TEMP_PREFIX as TEMP_PREFIX
 from .cache import DirKey, dir_key
 from .errors import RootError
 
@@ -23,9 +24,6 @@ log = logging.getLogger("assetver")
 
 STATE_DIR = ".assetver"
 """Directory in the root holding the build's own state; never part of a manifest."""
-
-TEMP_PREFIX = ".assetver-"
-"""Prefix of the temporary files of atomic writes; never part of a manifest."""
 
 
 Found = tuple[str, str, "os.stat_result | None"]
