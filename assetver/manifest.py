@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # what dumps(str, ensure_ascii=False) uses
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -154,7 +155,7 @@ class Manifest(Mapping[str, Entry]):
             return (
                 f'{{\n  "algorithm": "{ALGORITHM}",\n  "files": {{}},\n  "version": {VERSION}\n}}\n'
             )
-        dumps = json.dumps
+        dumps, quote = json.dumps, encode_basestring
         parts = []
         for path, e in files.items():
             if e.extra:
@@ -162,7 +163,7 @@ class Manifest(Mapping[str, Entry]):
                 body = body.replace("\n", "\n    ")
             else:
                 body = f'{{\n      "digest": "{e.digest}",\n      "size": {e.size}\n    }}'
-            parts.append(f"    {dumps(path, ensure_ascii=False)}: {body}")
+            parts.append(f"    {quote(path)}: {body}")
         body = ",\n".join(parts)
         return (
             f'{{\n  "algorithm": "{ALGORITHM}",\n  "files": {{\n{body}\n  }},\n'
