@@ -35,7 +35,7 @@ def default_manifest_path(root: str) -> str:
 
 def default_cache_path(manifest_path: str) -> str:
     """The build cache lives beside the manifest it speeds up."""
-    return os.path.join(os.path.dirname(os.path.abspath(manifest_path)), ".assetver-cache.json")
+    return os.path.join(os.path.dirname(os.path.abspath(manifest_path)), ".assetver-cache")
 
 
 def _add_scan_options(p: argparse.ArgumentParser) -> None:

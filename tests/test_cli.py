@@ -149,7 +149,7 @@ def test_unwritable_output_keeps_previous_manifest(
     run(capsys, "build", str(tree), "-o", str(m))
     before = m.read_bytes()
     write(tree, "new.css", "x")
-    (out_dir / ".assetver-cache.json").unlink()
+    (out_dir / ".assetver-cache").unlink()
     os.rename(m, tmp_path / "saved.json")
     (out_dir).rmdir()
     (out_dir).write_text("now a file")
