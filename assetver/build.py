@@ -240,10 +240,12 @@ def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
 
 def _candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entry]]:
     """The cache's reusable entries; racy ones are left out (so they are hashed)."""
-    size, racy = cache.key_size, cache.RACY
+    racy = cache.RACY
     return {
-        p: (k, Entry(d, size(k)))
-        for p, k, d in zip(previous.paths, previous.keys, previous.digests, strict=True)
+        p: (k, Entry(d, n))
+        for p, k, d, n in zip(
+            previous.paths, previous.keys, previous.digests, previous.sizes, strict=True
+        )
         if k != racy
     }
 
@@ -278,24 +280,23 @@ def _reuse_listings(
     except OSError:
         return None
     digests, sizes = previous.digests, previous.sizes
-    todo: list[Found] = []
-    if keys != old:
-        todo = [(p, base + p, None) for p, k, o in zip(paths, keys, old, strict=True) if k != o]
-    if todo:
+    changed = [] if keys == old else [i for i, k in enumerate(keys) if k != old[i]]
+    if changed:
         total = len(paths)
         if progress is not None:
-            progress(total - len(todo), total)
+            progress(total - len(changed), total)
+        todo: list[Found] = [(paths[i], base + paths[i], None) for i in changed]
         hashed = _hash(todo, jobs, stamp, progress, total)
         if len(hashed.paths) != len(todo):
             return None
         digests, sizes = list(digests), list(sizes)
-        at = {p: i for i, p in enumerate(paths)} if len(todo) > 64 else None
+        at = {paths[i]: i for i in changed}
         for logical, entry, key in hashed:
-            i = at[logical] if at is not None else paths.index(logical)
+            i = at[logical]
             digests[i], sizes[i], keys[i] = entry.digest, entry.size, key
     entries = map(partial(tuple.__new__, Entry), zip(digests, sizes, repeat(NO_EXTRA)))
     files = dict(zip(paths, entries, strict=True))
-    return _Outcome(files, keys, len(todo), dirs, [], listed=False, ordered=previous.ordered)
+    return _Outcome(files, keys, len(changed), dirs, [], listed=False, ordered=previous.ordered)
 
 
 _STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")

@@ -65,11 +65,6 @@ def stat_key(st: os.stat_result, stamp_ns: int | None = None) -> Key:
     return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def key_size(key: Key) -> int:
-    """Returns the file size a key holds."""
-    return int(_KEY.unpack(key)[0])
-
-
 def key_packer() -> Callable[[int, int, int, int], Key]:
     """Returns the function `stat_key` packs with (size, mtime_ns, ino, ctime_ns), for
     loops that test the racy rule themselves."""
