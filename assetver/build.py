@@ -61,8 +61,8 @@ def default_jobs() -> int:
 @dataclass(slots=True)
 class _Outcome:
     files: dict[str, Entry]
-    keys: list[cache.Key]
-    """Parallel to ``files``."""
+    keys: bytes
+    """The keys of ``files``, packed in the same order."""
     hashed: int
     dirs: list[tuple[str, cache.DirKey]] | None
     skipped: list[tuple[str, str]]
@@ -212,7 +212,7 @@ def _hash_tree(
     hashed = _hash_chunks(chunks(), jobs, stamp, report)
     return _Outcome(
         dict(zip(hashed.paths, hashed.entries, strict=True)),
-        hashed.keys,
+        b"".join(hashed.keys),
         len(hashed.paths),
         found.dirs if found.plain else None,
         found.skipped,
@@ -244,7 +244,11 @@ def _candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entr
     return {
         p: (k, Entry(d, n))
         for p, k, d, n in zip(
-            previous.paths, previous.keys, previous.digests, previous.sizes, strict=True
+            previous.paths,
+            cache.split_keys(previous.keys),
+            previous.digests,
+            previous.sizes,
+            strict=True,
         )
         if k != racy
     }
@@ -269,19 +273,20 @@ def _reuse_listings(
     stat, dir_key = os.stat, cache.dir_key
     paths, old = previous.paths, previous.keys
     try:
-        for prefix, listed in dirs:
-            if dir_key(stat(base + prefix)) != listed:
-                return None
-        # One chain of C iterators, no Python bytecode per file: this loop is the
-        # whole of a no-change rebuild besides the stat calls themselves.
-        keys = list(
-            starmap(cache.key_packer(), map(_STAT_FIELDS, map(stat, map(base.__add__, paths))))
-        )
+        listings = map(stat, map(base.__add__, [prefix for prefix, _ in dirs]))
+        if list(map(dir_key, listings)) != [key for _, key in dirs]:
+            return None
+        # One chain of C iterators, no Python bytecode per file: this is the whole of
+        # a no-change rebuild besides the stat calls themselves.
+        stats = map(stat, map(base.__add__, paths))
+        keys = b"".join(starmap(cache.key_packer(), map(_STAT_FIELDS, stats)))
     except OSError:
         return None
     digests, sizes = previous.digests, previous.sizes
-    changed = [] if keys == old else [i for i, k in enumerate(keys) if k != old[i]]
-    if changed:
+    changed: list[int] = []
+    if keys != old:
+        new_keys, old_keys = cache.split_keys(keys), cache.split_keys(old)
+        changed = [i for i, k in enumerate(new_keys) if k != old_keys[i]]
         total = len(paths)
         if progress is not None:
             progress(total - len(changed), total)
@@ -293,7 +298,8 @@ def _reuse_listings(
         at = {paths[i]: i for i in changed}
         for logical, entry, key in hashed:
             i = at[logical]
-            digests[i], sizes[i], keys[i] = entry.digest, entry.size, key
+            digests[i], sizes[i], new_keys[i] = entry.digest, entry.size, key
+        keys = b"".join(new_keys)
     entries = map(partial(tuple.__new__, Entry), zip(digests, sizes, repeat(NO_EXTRA)))
     files = dict(zip(paths, entries, strict=True))
     return _Outcome(files, keys, len(changed), dirs, [], listed=False, ordered=previous.ordered)
@@ -382,7 +388,8 @@ def _refresh(
         seconds=time.perf_counter() - started,
         skipped=outcome.skipped,
     )
-    return Refreshed(result, dict(zip(outcome.files, outcome.keys, strict=True)))
+    keys = cache.split_keys(outcome.keys)
+    return Refreshed(result, dict(zip(outcome.files, keys, strict=True)))
 
 
 def _scan(
@@ -447,7 +454,7 @@ def _assemble(
     complete: dict[str, Entry] = files  # type: ignore[assignment]
     return _Outcome(
         complete,
-        [keys[p] for p in complete],
+        b"".join([keys[p] for p in complete]),
         len(todo),
         found.dirs if found.plain else None,
         found.skipped,

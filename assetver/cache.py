@@ -31,6 +31,7 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from .atomic import temp_file, write_atomic
 from .errors import OutputError
@@ -65,14 +66,23 @@ def stat_key(st: os.stat_result, stamp_ns: int | None = None) -> Key:
     return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
+def split_keys(keys: bytes) -> list[Key]:
+    """Returns the packed ``keys`` one by one."""
+    size = _KEY.size
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
+
+
 def key_packer() -> Callable[[int, int, int, int], Key]:
     """Returns the function `stat_key` packs with (size, mtime_ns, ino, ctime_ns), for
     loops that test the racy rule themselves."""
     return _KEY.pack
 
 
-def dir_key(st: os.stat_result) -> DirKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
+dir_key: Callable[[os.stat_result], DirKey] = attrgetter(
+    "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns", "st_dev"
+)
+"""Returns the `DirKey` of a directory's stat (a C function: no-change rebuilds call it
+for every directory)."""
 
 
 def filesystem_now(directory: str) -> int | None:
@@ -123,8 +133,10 @@ class Cache:
 
     paths: list[str]
     """In the order of the build that saved them (see ``ordered``)."""
-    keys: list[Key]
-    """Parallel to ``paths``; `RACY` where the racy-timestamp rule forbids reuse."""
+    keys: bytes
+    """The keys of ``paths``, packed one after the other (`split_keys` makes a list);
+    `RACY` where the racy-timestamp rule forbids reuse. One string, so that an
+    unchanged tree is told by one comparison rather than one per file."""
     digests: list[str]
     sizes: list[int]
     """The size each key holds."""
@@ -190,10 +202,9 @@ def _decode(data: bytes, root: str, options: str) -> Cache | None:
         dirs = list(zip(dir_names, dir_keys, strict=True))
         if not all(type(k) is tuple and len(k) == 5 for _, k in dirs):
             raise ValueError("malformed directory keys")
-    blob = packed.tobytes()
     return Cache(
         paths,
-        [blob[i : i + size] for i in range(0, size * n, size)],
+        packed.tobytes(),
         [digests[i : i + 16] for i in range(0, 16 * n, 16)],
         packed.cast("Q")[0::4].tolist(),  # the first field of every key
         dirs,
@@ -207,7 +218,7 @@ def save(
     options: str,
     stamp_ns: int,
     paths: Sequence[str],
-    keys: Sequence[Key],
+    keys: bytes,
     digests: Sequence[str],
     dirs: Sequence[tuple[str, DirKey]] | None,
     *,
@@ -217,7 +228,8 @@ def save(
     """Writes the cache atomically but without fsync: a cache lost to a power cut is
     only a slower next build. A cache that cannot be written is only logged.
 
-    ``keys`` must already follow the racy-timestamp rule (see `stat_key`); directories
+    ``keys`` (packed, parallel to ``paths``) must already follow the racy-timestamp
+    rule (see `stat_key`); directories
     are checked here: if one changed after ``stamp_ns`` no listing is saved. ``spare``
     is the temporary file `start` made, if it made one.
     """
@@ -225,7 +237,7 @@ def save(
         dirs = None
     sections = [
         "\0".join(paths).encode("utf-8", "surrogateescape"),
-        b"".join(keys),
+        keys,
         "".join(digests).encode("ascii"),
         marshal.dumps(
             (
