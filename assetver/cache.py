@@ -85,26 +85,11 @@ dir_key: Callable[[os.stat_result], DirKey] = attrgetter(
 for every directory)."""
 
 
-def filesystem_now(directory: str) -> int | None:
-    """Returns the filesystem's own clock in ns, read from a fresh file's mtime.
-
-    Using the filesystem's stamp rather than `time.time_ns` makes the racy-timestamp
-    comparison exact whatever the filesystem's granularity. None when ``directory``
-    cannot be written (then nothing can be cached safely).
-    """
-    try:
-        fd, tmp = temp_file(directory)
-    except OSError:
-        return None
-    try:
-        return os.fstat(fd).st_mtime_ns
-    finally:
-        os.close(fd)
-        os.unlink(tmp)
-
-
 def start(path: str) -> tuple[int, str | None] | None:
     """Reads the filesystem clock for a build that will save its cache at ``path``.
+
+    The filesystem's own clock, read from a file's mtime, rather than `time.time_ns`,
+    makes the racy-timestamp comparison exact whatever the filesystem's granularity.
 
     If the cache exists, its mtime is set to now and read back: two system calls.
     Otherwise a temporary file is made beside it, the one the new cache will be
@@ -128,8 +113,8 @@ def start(path: str) -> tuple[int, str | None] | None:
 
 @dataclass(slots=True)
 class Cache:
-    """What a previous build left: its files in sorted order with their keys and
-    digests, and the directories it listed."""
+    """What a previous build left: its files with their keys, digests and sizes, and the
+    directories it listed."""
 
     paths: list[str]
     """In the order of the build that saved them (see ``ordered``)."""

@@ -57,7 +57,6 @@ import tornado
 import tornado.web
 
 import assetver
-from assetver import cache
 from assetver.build import BuildResult, build, default_jobs
 from assetver.scan import scan
 
@@ -321,12 +320,23 @@ def _newest_ns(paths: list[str]) -> int:
     return newest
 
 
+def _filesystem_now(directory: str) -> int:
+    """The filesystem's clock: the mtime of a file made now."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory)
+    except OSError as e:
+        raise SystemExit(f"cannot write in {directory}: {e.strerror}") from e
+    try:
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+
+
 def _wait_for_fs_clock(directory: str, newest_ns: int) -> None:
     deadline = time.monotonic() + 10
     while True:
-        now = cache.filesystem_now(directory)
-        if now is None:
-            raise SystemExit(f"cannot write in {directory}")
+        now = _filesystem_now(directory)
         if now > newest_ns:
             return
         if time.monotonic() > deadline:
