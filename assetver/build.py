@@ -6,27 +6,21 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import repeat, starmap
-from operator import attrgetter
 
 from . import cache
-from .errors import AssetverError
-from .hashing import digest_file_stat
-from .manifest import NO_EXTRA, Entry, Manifest
+from .digests import FileReadError as FileReadError
+from .digests import hash_chunks, hash_found
+from .manifest import Entry, Manifest
+from .reuse import candidates, reuse_listings
 from .scan import Found, ScanResult, check_root, scan, walk
-from .workers import CHUNK_FILES, Digested, available_cpus, digest_chunks
+from .workers import CHUNK_FILES, available_cpus
 
 MAX_DEFAULT_JOBS = 8
 """Cap of the default number of hashing processes, so that a big machine does not fork
 dozens of workers for one build (measured here on 2 CPUs only; pass ``jobs`` to go
 beyond)."""
-
-
-class FileReadError(AssetverError, OSError):
-    """A file under the root exists but cannot be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +157,16 @@ def _build_with(
     if previous is None:
         outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, stamp, progress)
     elif previous.dirs is not None:
-        outcome = _reuse_listings(real_root, previous, previous.dirs, jobs, stamp, progress)
+        reused = reuse_listings(real_root, previous, previous.dirs, jobs, stamp, progress)
+        if reused is not None:
+            files, keys, hashed = reused
+            outcome = _Outcome(
+                files, keys, hashed, previous.dirs, [], listed=False, ordered=previous.ordered
+            )
     if outcome is None:
         assert previous is not None
         found = _scan(real_root, patterns, include_hidden, excluded)
-        outcome = _assemble(found, _candidates(previous), (), jobs, stamp, progress)
+        outcome = _assemble(found, candidates(previous), (), jobs, stamp, progress)
     files = outcome.files
     if cache_file is not None and stamp is not None and _changed(previous, outcome):
         cache.save(
@@ -209,7 +208,7 @@ def _hash_tree(
                 yield files[i : i + CHUNK_FILES]
 
     report = None if progress is None else (lambda n: progress(n, seen))
-    hashed = _hash_chunks(chunks(), jobs, stamp, report)
+    hashed = hash_chunks(chunks(), jobs, stamp, report)
     return _Outcome(
         dict(zip(hashed.paths, hashed.entries, strict=True)),
         b"".join(hashed.keys),
@@ -236,76 +235,6 @@ def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
         or len(previous.paths) != len(outcome.files)
         or previous.dirs != outcome.dirs
     )
-
-
-def _candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entry]]:
-    """The cache's reusable entries; racy ones are left out (so they are hashed)."""
-    racy = cache.RACY
-    return {
-        p: (k, Entry(d, n))
-        for p, k, d, n in zip(
-            previous.paths,
-            cache.split_keys(previous.keys),
-            previous.digests,
-            previous.sizes,
-            strict=True,
-        )
-        if k != racy
-    }
-
-
-def _reuse_listings(
-    real_root: str,
-    previous: cache.Cache,
-    dirs: list[tuple[str, cache.DirKey]],
-    jobs: int,
-    stamp: int | None,
-    progress: Callable[[int, int], None] | None,
-) -> _Outcome | None:
-    """Rebuilds from the cache without listing any directory, or returns None when a
-    directory changed (then the tree must be scanned).
-
-    Unchanged directories hold the same names as when the cache was made, so the
-    cached files are the files: each is stat'ed, and hashed only if its key differs
-    (a racy key differs from every key).
-    """
-    base = real_root.rstrip("/") + "/"
-    stat, dir_key = os.stat, cache.dir_key
-    paths, old = previous.paths, previous.keys
-    try:
-        listings = map(stat, map(base.__add__, [prefix for prefix, _ in dirs]))
-        if list(map(dir_key, listings)) != [key for _, key in dirs]:
-            return None
-        # One chain of C iterators, no Python bytecode per file: this is the whole of
-        # a no-change rebuild besides the stat calls themselves.
-        stats = map(stat, map(base.__add__, paths))
-        keys = b"".join(starmap(cache.key_packer(), map(_STAT_FIELDS, stats)))
-    except OSError:
-        return None
-    digests, sizes = previous.digests, previous.sizes
-    changed: list[int] = []
-    if keys != old:
-        new_keys, old_keys = cache.split_keys(keys), cache.split_keys(old)
-        changed = [i for i, k in enumerate(new_keys) if k != old_keys[i]]
-        total = len(paths)
-        if progress is not None:
-            progress(total - len(changed), total)
-        todo: list[Found] = [(paths[i], base + paths[i], None) for i in changed]
-        hashed = _hash(todo, jobs, stamp, progress, total)
-        if len(hashed.paths) != len(todo):
-            return None
-        digests, sizes = list(digests), list(sizes)
-        at = {paths[i]: i for i in changed}
-        for logical, entry, key in hashed:
-            i = at[logical]
-            digests[i], sizes[i], new_keys[i] = entry.digest, entry.size, key
-        keys = b"".join(new_keys)
-    entries = map(partial(tuple.__new__, Entry), zip(digests, sizes, repeat(NO_EXTRA)))
-    files = dict(zip(paths, entries, strict=True))
-    return _Outcome(files, keys, len(changed), dirs, [], listed=False, ordered=previous.ordered)
-
-
-_STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
 
 @contextlib.contextmanager
@@ -442,9 +371,8 @@ def _assemble(
     total = len(found.files)
     if progress is not None and len(todo) < total:
         progress(total - len(todo), total)
-    done = {
-        logical: (entry, key) for logical, entry, key in _hash(todo, jobs, stamp, progress, total)
-    }
+    hashed = hash_found(todo, jobs, stamp, progress, total)
+    done = {logical: (entry, key) for logical, entry, key in hashed}
     for logical, _, _ in todo:
         if logical in done:
             files[logical], keys[logical] = done[logical]
@@ -470,72 +398,3 @@ def _is_under(logical_path: str, paths: Collection[str]) -> bool:
         if slash < 0:
             return False
         logical_path = logical_path[:slash]
-
-
-@dataclass(slots=True)
-class _Hashed:
-    """Files hashed, in the order their results came: three parallel lists, which cost
-    less to fill and to sort by than dicts."""
-
-    paths: list[str] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
-    keys: list[cache.Key] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[tuple[str, Entry, cache.Key]]:
-        return zip(self.paths, self.entries, self.keys, strict=True)
-
-
-def _hash(
-    todo: Sequence[Found],
-    jobs: int,
-    stamp: int | None,
-    progress: Callable[[int, int], None] | None,
-    total: int,
-) -> _Hashed:
-    report = None if progress is None else (lambda n: progress(n, total))
-    chunks = [todo[i : i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
-    return _hash_chunks(chunks, jobs, stamp, report)
-
-
-def _hash_chunks(
-    chunks: Iterable[Sequence[Found]],
-    jobs: int,
-    stamp: int | None,
-    report: Callable[[int], None] | None,
-) -> _Hashed:
-    """Hashes the files of ``chunks``, in worker processes when ``jobs`` and the amount
-    of work allow, with keys by the racy rule of ``stamp``. Files that vanished since
-    the scan are left out; an unreadable file raises `FileReadError`.
-
-    Entries are made as results arrive, while workers are still busy, rather than
-    after: that is most of the work left once the last file is hashed.
-    """
-    hashed = _Hashed()
-    add_path, add_entry, add_key = hashed.paths.append, hashed.entries.append, hashed.keys.append
-    new, extra = tuple.__new__, NO_EXTRA
-    for chunk, results in digest_chunks(chunks, jobs, report, stamp_ns=stamp):
-        for (logical, path, _), result in zip(chunk, results, strict=True):
-            if result is None:
-                result = _hash_again(logical, path, stamp)
-                if result is None:
-                    continue
-            add_path(logical)
-            add_entry(new(Entry, (result[0], result[1], extra)))
-            add_key(result[2])
-    return hashed
-
-
-def _hash_again(logical: str, path: str, stamp: int | None) -> Digested:
-    """Hashes a file that failed in a batch, to tell a vanished file (None) from an
-    unreadable one (`FileReadError`)."""
-    try:
-        digest, st = digest_file_stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise FileReadError(
-            f"cannot read {path}: {reason}; fix its permissions or "
-            f"exclude it with --exclude '{logical}'"
-        ) from e
-    return digest, st.st_size, cache.stat_key(st, stamp)

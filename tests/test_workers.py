@@ -14,7 +14,8 @@ import pytest
 
 import assetver
 from assetver import workers
-from assetver.build import FileReadError, _hash_chunks, build
+from assetver.build import FileReadError, build
+from assetver.digests import hash_chunks
 from assetver.scan import Found, scan
 from assetver.workers import CHUNK_FILES, digest_chunks, digest_found, usable_jobs
 
@@ -79,7 +80,7 @@ def test_unreadable_file_in_a_worker_chunk_raises_and_reaps(many: Path, fork_at_
     os.unlink(path)
     os.mkdir(path)
     with pytest.raises(FileReadError, match="exclude it with --exclude"):
-        _hash_chunks(chunked(files), 2, None, None)
+        hash_chunks(chunked(files), 2, None, None)
 
 
 def test_closing_early_kills_the_workers(many: Path, fork_at_once: None) -> None:
