@@ -156,8 +156,8 @@ def _build_with(
     outcome = None
     if previous is None:
         outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, stamp, progress)
-    elif previous.dirs is not None:
-        reused = reuse_listings(real_root, previous, previous.dirs, jobs, stamp, progress)
+    else:
+        reused = reuse_listings(real_root, previous, jobs, stamp, progress)
         if reused is not None:
             files, keys, hashed = reused
             outcome = _Outcome(
@@ -310,15 +310,8 @@ def _refresh(
     outcome = _assemble(
         found, candidates, changed, default_jobs() if jobs is None else jobs, None, None
     )
-    result = BuildResult(
-        manifest=Manifest.from_sorted(outcome.files),
-        hashed=outcome.hashed,
-        reused=len(outcome.files) - outcome.hashed,
-        seconds=time.perf_counter() - started,
-        skipped=outcome.skipped,
-    )
     keys = cache.split_keys(outcome.keys)
-    return Refreshed(result, dict(zip(outcome.files, keys, strict=True)))
+    return Refreshed(outcome.finish(started), dict(zip(outcome.files, keys, strict=True)))
 
 
 def _scan(

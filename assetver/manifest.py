@@ -79,10 +79,7 @@ class Manifest(Mapping[str, Entry]):
     @classmethod
     def from_sorted(cls, files: dict[str, Entry]) -> Manifest:
         """Wraps ``files``, already in sorted order and not to be changed afterwards."""
-        manifest = cls.__new__(cls)
-        manifest._files = files
-        manifest._sorted = True
-        return manifest
+        return cls._wrap(files, is_sorted=True)
 
     @classmethod
     def from_unordered(cls, files: dict[str, Entry]) -> Manifest:
@@ -91,9 +88,13 @@ class Manifest(Mapping[str, Entry]):
         The order is made on first iteration: look-ups, all that serving does, never
         need it, and sorting 100,000 paths is a tenth of a build that hashes them.
         """
+        return cls._wrap(files, is_sorted=False)
+
+    @classmethod
+    def _wrap(cls, files: dict[str, Entry], *, is_sorted: bool) -> Manifest:
         manifest = cls.__new__(cls)
         manifest._files = files
-        manifest._sorted = False
+        manifest._sorted = is_sorted
         return manifest
 
     def _ordered(self) -> dict[str, Entry]:

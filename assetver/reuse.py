@@ -34,14 +34,13 @@ def candidates(previous: cache.Cache) -> dict[str, tuple[cache.Key | None, Entry
 def reuse_listings(
     real_root: str,
     previous: cache.Cache,
-    dirs: list[tuple[str, cache.DirKey]],
     jobs: int,
     stamp: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, Entry], bytes, int] | None:
     """Rebuilds from the cache without listing any directory: returns the files (in
-    the cache's order), their packed keys and how many were hashed, or None when a
-    directory changed (then the tree must be scanned).
+    the cache's order), their packed keys and how many were hashed, or None when the
+    cache holds no listings or a directory changed (then the tree must be scanned).
 
     Unchanged directories hold the same names as when the cache was made, so the
     cached files are the files: each is stat'ed, and hashed only if its key differs
@@ -50,6 +49,9 @@ def reuse_listings(
     base = real_root.rstrip("/") + "/"
     stat, dir_key = os.stat, cache.dir_key
     paths, old = previous.paths, previous.keys
+    dirs = previous.dirs
+    if dirs is None:
+        return None
     try:
         listings = map(stat, map(base.__add__, [prefix for prefix, _ in dirs]))
         if list(map(dir_key, listings)) != [key for _, key in dirs]:
