@@ -30,3 +30,8 @@ class AssetNotFound(AssetverError, LookupError):
 
 class ConfigError(AssetverError, ValueError):
     """A setting has a value assetver does not understand."""
+
+
+class CompileError(AssetverError, ValueError):
+    """The tree cannot be compiled into an output: a reference cycle, or references that
+    ``--strict`` forbids."""
