@@ -1,4 +1,5 @@
-"""Building a manifest from a root: scan, reuse cached digests, hash the rest in parallel."""
+"""Building a manifest from a root: list what changed, reuse cached digests, hash the
+rest in parallel (and, for a compiled output, copy what is hashed)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,28 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
 
-from . import cache
-from .digests import FileReadError as FileReadError
-from .digests import hash_chunks, hash_found
-from .manifest import Entry, Manifest
-from .reuse import candidates, reuse_listings
-from .scan import Found, ScanResult, check_root, scan, walk
-from .workers import CHUNK_FILES, available_cpus
+from . import cache as cache_file
+from .cache import Cache, Listing
+from .errors import VANISHED, FileReadError, OutputError
+from .hashing import read_file
+from .manifest import NO_EXTRA, Entry, Manifest
+from .scan import ALL_FILES, Found, ScanOptions, ScanResult, check_root, walk
+from .statkey import RACY, DirKey, Key, Stamp, key_of, read_stamp, size_of, split_keys
+from .workers import CHUNK_FILES, Digested, Job, available_cpus, digest_chunks, digest_one
 
 MAX_DEFAULT_JOBS = 8
 """Cap of the default number of hashing processes, so that a big machine does not fork
 dozens of workers for one build (measured here on 2 CPUs only; pass ``jobs`` to go
 beyond)."""
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done, total)``: ``done`` files more are done; ``total`` is the number in
+the tree, or None while a cold build is still finding them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,9 @@ class BuildResult:
     """A built manifest and what it took."""
 
     manifest: Manifest
-    hashed: int
+    cache: Cache
+    """What the next build of the same root can reuse (`.cache.save` writes it)."""
+    digested: int
     """Files whose bytes were read and hashed."""
     reused: int
     """Files whose digest came from the cache."""
@@ -38,6 +48,10 @@ class BuildResult:
     listed: bool = True
     """False when no directory was listed: the cache showed every one unchanged, so
     only the files were stat'ed."""
+    kept: dict[str, bytes] = field(default_factory=dict)
+    """The bytes of the files ``keep`` asked for, of those read by this build."""
+    unchanged: bool = False
+    """True when the tree is exactly as the ``previous`` cache recorded it."""
 
 
 def default_jobs() -> int:
@@ -52,342 +66,327 @@ def default_jobs() -> int:
     return min(available_cpus(), MAX_DEFAULT_JOBS)
 
 
+def build(
+    root: str | os.PathLike[str],
+    *,
+    options: ScanOptions = ALL_FILES,
+    jobs: int | None = None,
+    previous: Cache | None = None,
+    stamp: Stamp | None = None,
+    copy_to: str | None = None,
+    keep: Callable[[str], bool] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Builds the manifest of ``root``.
+
+    ``options`` say which files count; ``jobs`` is the number of hashing processes
+    (see `default_jobs`). With ``previous`` (the ``cache`` of an earlier result),
+    files whose stat key is unchanged keep their digest, and when the cache's
+    directories are unchanged they are not listed again. ``stamp`` is the clock the
+    racy rule compares with (`.statkey.read_stamp`; by default the wall clock with its
+    margin). With ``copy_to``, each file hashed also gets its hashed copy written
+    there, from the bytes that were hashed. Files for which ``keep(logical)`` is true
+    are read in this process instead, never copied, and their bytes returned in
+    ``kept`` (stylesheets to rewrite).
+    """
+    started = time.perf_counter()
+    real_root = check_root(os.fspath(root))
+    job = Job(
+        real_root.rstrip("/") + "/",
+        stamp if stamp is not None else read_stamp(real_root),
+        None if copy_to is None else copy_to.rstrip("/") + "/",
+    )
+    with _gc_paused():
+        run = _Run(job, default_jobs() if jobs is None else jobs, keep, progress)
+        found = None if previous is None else cache_file.listing(real_root, previous)
+        if previous is None:
+            outcome = run.cold(real_root, options)
+        elif found is None:
+            outcome = run.rescan(real_root, options, previous)
+        else:
+            outcome = run.relist(real_root, options, previous, found)
+    files = outcome.files
+    if outcome.dirs is not None:
+        outcome.dirs = cache_file.trusted_dirs(outcome.dirs, job.stamp)
+    paths = list(files)
+    new = Cache(paths, outcome.keys, [files[p].digest for p in paths], outcome.dirs)
+    unchanged = previous is not None and outcome.digested == 0 and _same(previous, new)
+    if unchanged:
+        assert previous is not None
+        new = previous
+    return BuildResult(
+        manifest=Manifest.from_unordered(files),
+        cache=new,
+        digested=outcome.digested,
+        reused=len(files) - outcome.digested,
+        seconds=time.perf_counter() - started,
+        skipped=outcome.skipped,
+        listed=outcome.listed,
+        kept=run.kept,
+        unchanged=unchanged,
+    )
+
+
+def _same(a: Cache, b: Cache) -> bool:
+    return a.keys == b.keys and a.paths == b.paths and a.dirs == b.dirs
+
+
 @dataclass(slots=True)
 class _Outcome:
     files: dict[str, Entry]
     keys: bytes
     """The keys of ``files``, packed in the same order."""
-    hashed: int
-    dirs: list[tuple[str, cache.DirKey]] | None
+    digested: int
+    dirs: list[tuple[str, DirKey]] | None
     skipped: list[tuple[str, str]]
     listed: bool = True
-    ordered: bool = True
-    """Whether ``files`` is sorted by logical path."""
 
-    def finish(self, started: float) -> BuildResult:
-        make = Manifest.from_sorted if self.ordered else Manifest.from_unordered
-        return BuildResult(
-            manifest=make(self.files),
-            hashed=self.hashed,
-            reused=len(self.files) - self.hashed,
-            seconds=time.perf_counter() - started,
-            skipped=self.skipped,
-            listed=self.listed,
+
+class _Run:
+    """One build's hashing: chunks to the workers (or here), kept files read here."""
+
+    def __init__(
+        self, job: Job, jobs: int, keep: Callable[[str], bool] | None, progress: Progress | None
+    ) -> None:
+        self.job, self.jobs, self.keep, self.progress = job, jobs, keep, progress
+        self.kept: dict[str, bytes] = {}
+
+    def cold(self, real_root: str, options: ScanOptions) -> _Outcome:
+        """A build with no cache: files are hashed while the walk goes on, so workers
+        start on the first directories while the parent still lists the others."""
+        found = ScanResult(real_root)
+        later: list[Found] = []
+
+        def chunks() -> Iterator[list[Found]]:
+            for files in walk(found, options):
+                if self.keep is not None:
+                    later.extend(f for f in files if self.keep(f[0]))
+                    files = [f for f in files if not self.keep(f[0])]
+                for i in range(0, len(files), CHUNK_FILES):
+                    yield files[i : i + CHUNK_FILES]
+
+        paths, entries, keys = self._hash(chunks(), None)
+        self._read_kept(later, paths, entries, keys)
+        return _Outcome(
+            dict(zip(paths, entries, strict=True)),
+            b"".join(keys),
+            len(paths),
+            found.dirs if found.plain else None,
+            found.skipped,
         )
 
+    def rescan(self, real_root: str, options: ScanOptions, previous: Cache) -> _Outcome:
+        """A build whose cache has no usable listings: the tree is walked, and files whose
+        key matches the cache keep their digest."""
+        found = ScanResult(real_root)
+        files = [f for batch in walk(found, options) for f in batch]
+        return self._reuse(files, [], b"", previous, found)
 
-def build(
-    root: str | os.PathLike[str],
-    *,
-    jobs: int | None = None,
-    exclude: Iterable[str] = (),
-    include_hidden: bool = False,
-    exclude_paths: Iterable[str | os.PathLike[str]] = (),
-    cache_path: str | os.PathLike[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> BuildResult:
-    """Builds the manifest of ``root``; see `assetver.build_manifest` for the options.
+    def relist(
+        self, real_root: str, options: ScanOptions, previous: Cache, listing: Listing
+    ) -> _Outcome:
+        """A build from the cache's listings: only changed directories are listed."""
+        found = ScanResult(real_root)
+        if not listing.relist:
+            outcome = self._reuse_listed(listing.paths, listing.keys, previous)
+            outcome.dirs = list(listing.dirs)
+            outcome.listed = False
+            return outcome
+        found.dirs = list(listing.dirs)
+        walked = [f for batch in walk(found, options, listing.relist, listing.known) for f in batch]
+        return self._reuse(walked, listing.paths, listing.keys, previous, found)
 
-    ``progress(done, total)`` is called with the number of files just done and the
-    number in the tree.
+    def _reuse_listed(self, paths: list[str], keys: bytes, previous: Cache) -> _Outcome:
+        """The cached files, every directory unchanged: same paths, compared by index."""
+        digests, sizes = previous.digests, previous.sizes()
+        changed = [] if keys == previous.keys else cache_file.changed_indexes(previous.keys, keys)
+        total = len(paths)
+        if not changed:
+            return _Outcome(_entries(paths, digests, sizes), keys, 0, None, [])
+        self._report(total - len(changed), total)
+        todo = [(paths[i], self.job.base + paths[i], None) for i in changed]
+        got = self._hash_list(todo, total)
+        files = _entries(paths, digests, sizes)
+        new_keys = split_keys(keys)
+        at = {p: i for i, p in enumerate(paths)}
+        for logical, (entry, key) in got.items():
+            files[logical] = entry
+            new_keys[at[logical]] = key
+        for i in changed:
+            if paths[i] not in got:
+                del files[paths[i]]
+                new_keys[i] = b""
+        return _Outcome(files, b"".join(new_keys), len(todo), None, [])
 
-    With a cache whose directories are all unchanged (and no symlink in the tree),
-    the tree is not listed again: each cached file is stat'ed, and only those whose
-    stat data changed are hashed. Otherwise the tree is scanned, and files whose
-    stat data matches the cache keep their digest.
-    """
-    with _gc_paused(promote=True):
-        # The work happens in a frame of its own, so its temporaries are freed before
-        # the collector is back on.
-        return _build(
-            os.fspath(root),
-            jobs=default_jobs() if jobs is None else jobs,
-            patterns=list(exclude),
-            include_hidden=include_hidden,
-            excluded=[os.fspath(p) for p in exclude_paths],
-            cache_file=os.fspath(cache_path) if cache_path is not None else None,
-            progress=progress,
-        )
-
-
-def _build(
-    root: str,
-    *,
-    jobs: int,
-    patterns: list[str],
-    include_hidden: bool,
-    excluded: list[str],
-    cache_file: str | None,
-    progress: Callable[[int, int], None] | None,
-) -> BuildResult:
-    started = time.perf_counter()
-    real_root = check_root(root)
-    stamp = spare = None
-    if cache_file is not None:
-        excluded.append(cache_file)
-        begun = cache.start(cache_file)
-        if begun is not None:
-            stamp, spare = begun
-    try:
-        return _build_with(
-            real_root, jobs, patterns, include_hidden, excluded, cache_file, stamp, spare, progress
-        ).finish(started)
-    finally:
-        if spare is not None:  # not used for the cache: left when nothing was saved
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(spare)
-
-
-def _build_with(
-    real_root: str,
-    jobs: int,
-    patterns: list[str],
-    include_hidden: bool,
-    excluded: list[str],
-    cache_file: str | None,
-    stamp: int | None,
-    spare: str | None,
-    progress: Callable[[int, int], None] | None,
-) -> _Outcome:
-    previous = None
-    options = _options(patterns, include_hidden, excluded)
-    if cache_file is not None and stamp is not None:
-        previous = cache.load(cache_file, real_root, options)
-    outcome = None
-    if previous is None:
-        outcome = _hash_tree(real_root, patterns, include_hidden, excluded, jobs, stamp, progress)
-    else:
-        reused = reuse_listings(real_root, previous, jobs, stamp, progress)
-        if reused is not None:
-            files, keys, hashed = reused
-            outcome = _Outcome(
-                files, keys, hashed, previous.dirs, [], listed=False, ordered=previous.ordered
+    def _reuse(
+        self,
+        walked: list[Found],
+        listed: list[str],
+        listed_keys: bytes,
+        previous: Cache,
+        found: ScanResult,
+    ) -> _Outcome:
+        """Files found by a walk (and those of unchanged directories, with their keys):
+        each keeps the cached digest when its key is the cached one."""
+        cached = dict(
+            zip(
+                previous.paths,
+                zip(split_keys(previous.keys), previous.digests, strict=True),
+                strict=True,
             )
-    if outcome is None:
-        assert previous is not None
-        found = _scan(real_root, patterns, include_hidden, excluded)
-        outcome = _assemble(found, candidates(previous), (), jobs, stamp, progress)
-    files = outcome.files
-    if cache_file is not None and stamp is not None and _changed(previous, outcome):
-        cache.save(
-            cache_file,
-            real_root,
-            options,
-            stamp,
-            list(files),
-            outcome.keys,
-            [e.digest for e in files.values()],
-            outcome.dirs,
-            ordered=outcome.ordered,
-            spare=spare,
         )
-    return outcome
+        candidates: list[tuple[str, Key]] = list(zip(listed, split_keys(listed_keys), strict=True))
+        for logical, path, st in walked:
+            if st is None:
+                try:
+                    st = os.stat(path)
+                except VANISHED:
+                    continue
+            candidates.append((logical, key_of(st)))
+        files: dict[str, Entry] = {}
+        keys: dict[str, Key] = {}
+        todo: list[Found] = []
+        for logical, key in candidates:
+            hit = cached.get(logical)
+            if hit is not None and hit[0] == key:
+                files[logical] = Entry(hit[1], size_of(key))
+                keys[logical] = key
+            else:
+                todo.append((logical, self.job.base + logical, None))
+        total = len(candidates)
+        self._report(total - len(todo), total)
+        for logical, (entry, key) in self._hash_list(todo, total).items():
+            files[logical], keys[logical] = entry, key
+        return _Outcome(
+            files,
+            b"".join([keys[p] for p in files]),
+            len(todo),
+            found.dirs if found.plain else None,
+            found.skipped,
+        )
+
+    def _hash_list(self, todo: Sequence[Found], total: int) -> dict[str, tuple[Entry, Key]]:
+        later: list[Found] = []
+        if self.keep is not None:
+            later = [f for f in todo if self.keep(f[0])]
+            todo = [f for f in todo if not self.keep(f[0])]
+        chunks = [todo[i : i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
+        paths, entries, keys = self._hash(chunks, total)
+        self._read_kept(later, paths, entries, keys)
+        return dict(zip(paths, zip(entries, keys, strict=True), strict=True))
+
+    def _hash(
+        self, chunks: Iterator[list[Found]] | list[Sequence[Found]], total: int | None
+    ) -> tuple[list[str], list[Entry], list[Key]]:
+        """Hashes the files of ``chunks``; files that vanished are left out, an unreadable
+        one raises `.FileReadError`. Entries are made as results arrive, while workers
+        are still busy: that is most of the work left once the last file is hashed."""
+        paths: list[str] = []
+        entries: list[Entry] = []
+        keys: list[Key] = []
+        add_path, add_entry, add_key = paths.append, entries.append, keys.append
+        new, extra = tuple.__new__, NO_EXTRA
+        report = None if self.progress is None else (lambda n: self._report(n, total))
+        for chunk, results in digest_chunks(iter(chunks), self.job, self.jobs, report):
+            for (logical, _, _), result in zip(chunk, results, strict=True):
+                if result is None:
+                    result = self._hash_again(logical)
+                    if result is None:
+                        continue
+                add_path(logical)
+                add_entry(new(Entry, (result[0], result[1], extra)))
+                add_key(result[2])
+        return paths, entries, keys
+
+    def _hash_again(self, logical: str) -> Digested:
+        """Hashes a file that failed in a batch, to tell a vanished file (None) from an
+        unreadable one (`.FileReadError`) or an unwritable output (`.OutputError`)."""
+        try:
+            return digest_one(self.job, logical)
+        except VANISHED:
+            return None
+        except OutputError:
+            raise
+        except OSError as e:
+            path = self.job.base + logical
+            if e.filename and not os.fspath(e.filename).startswith(self.job.base):
+                raise OutputError(f"cannot write {e.filename}: {e.strerror}") from e
+            reason = e.strerror or str(e)
+            raise FileReadError(
+                f"cannot read {path}: {reason}; fix its permissions or "
+                f"exclude it with --exclude '{logical}'"
+            ) from e
+
+    def _read_kept(
+        self, files: list[Found], paths: list[str], entries: list[Entry], keys: list[Key]
+    ) -> None:
+        for logical, _, _ in files:
+            try:
+                data, digest, st = read_file(self.job.base + logical)
+            except VANISHED:
+                continue
+            except OSError as e:
+                raise FileReadError(
+                    f"cannot read {self.job.base + logical}: {e.strerror or e}; fix its "
+                    f"permissions or exclude it with --exclude '{logical}'"
+                ) from e
+            self.kept[logical] = data
+            paths.append(logical)
+            entries.append(Entry(digest, len(data)))
+            keys.append(self.job.stamp.key(st) if st.st_size == len(data) else RACY)
+
+    def _report(self, done: int, total: int | None) -> None:
+        if self.progress is not None and done:
+            self.progress(done, total)
 
 
-def _hash_tree(
-    real_root: str,
-    patterns: list[str],
-    include_hidden: bool,
-    excluded: list[str],
-    jobs: int,
-    stamp: int | None,
-    progress: Callable[[int, int], None] | None,
-) -> _Outcome:
-    """A cold build: files are hashed while the walk goes on, so workers start on the
-    first directories while the parent still lists the others."""
-    found = ScanResult(real_root)
-    seen = 0
+def _entries(paths: list[str], digests: list[str], sizes: list[int]) -> dict[str, Entry]:
+    """Entries made in one chain of C iterators: a no-change rebuild makes 100,000."""
+    make = partial(tuple.__new__, Entry)
+    return dict(zip(paths, map(make, zip(digests, sizes, repeat(NO_EXTRA))), strict=True))
 
-    def chunks() -> Iterator[list[Found]]:
-        nonlocal seen
-        for files in walk(
-            found, exclude=patterns, include_hidden=include_hidden, exclude_paths=excluded
-        ):
-            seen += len(files)
-            for i in range(0, len(files), CHUNK_FILES):
-                yield files[i : i + CHUNK_FILES]
 
-    report = None if progress is None else (lambda n: progress(n, seen))
-    hashed = hash_chunks(chunks(), jobs, stamp, report)
-    return _Outcome(
-        dict(zip(hashed.paths, hashed.entries, strict=True)),
-        b"".join(hashed.keys),
-        len(hashed.paths),
-        found.dirs if found.plain else None,
-        found.skipped,
-        ordered=False,
+def build_cached(
+    root: str | os.PathLike[str],
+    cache_path: str,
+    *,
+    options: ScanOptions = ALL_FILES,
+    jobs: int | None = None,
+    copy_to: str | None = None,
+    keep: Callable[[str], bool] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """`build` with its cache read from, and saved to, the file ``cache_path`` (written
+    only when it changed; its directory is where the racy rule's clock is read)."""
+    real_root = check_root(os.fspath(root))
+    options = options.with_excluded(cache_path)
+    fingerprint = options.fingerprint
+    previous = cache_file.load(cache_path, real_root, fingerprint)
+    stamp = read_stamp(real_root, os.path.dirname(os.path.abspath(cache_path)))
+    result = build(
+        real_root,
+        options=options,
+        jobs=jobs,
+        previous=previous,
+        stamp=stamp,
+        copy_to=copy_to,
+        keep=keep,
+        progress=progress,
     )
-
-
-def _options(patterns: list[str], include_hidden: bool, excluded: list[str]) -> str:
-    """What, besides the tree, decides which files a scan finds: a cache made with
-    other options is not used. (Absolute rather than real paths: two spellings of one
-    output only cost a full build.)"""
-    return repr((sorted(patterns), include_hidden, sorted(os.path.abspath(p) for p in excluded)))
-
-
-def _changed(previous: cache.Cache | None, outcome: _Outcome) -> bool:
-    """Tells whether the cache must be written: anything hashed, or a difference in
-    files or directories from the cache read."""
-    return (
-        previous is None
-        or outcome.hashed > 0
-        or len(previous.paths) != len(outcome.files)
-        or previous.dirs != outcome.dirs
-    )
+    if result.cache is not previous:
+        cache_file.save(cache_path, real_root, fingerprint, result.cache)
+    return result
 
 
 @contextlib.contextmanager
-def _gc_paused(*, promote: bool = False) -> Iterator[None]:
-    """Pauses the cyclic garbage collector: a build allocates an object or three per file,
-    none of them cyclic, and collections triggered by them cost a third of the time.
-
-    With ``promote``, every object is then moved to the oldest generation (what a young
-    collection does to survivors, without scanning them): a full build's objects are a
-    long-lived manifest, and the first young collection would otherwise scan them all,
-    100,000 entries, for nothing.
-    """
+def _gc_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector: a build allocates an object or three per
+    file, none of them cyclic, and collections triggered by them cost a third of the
+    time."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
-            if promote:
-                gc.freeze()
-                gc.unfreeze()
             gc.enable()
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """What `refresh` returns: the build, and the stat data to pass to the next refresh."""
-
-    result: BuildResult
-    keys: dict[str, cache.Key]
-
-
-def refresh(
-    root: str | os.PathLike[str],
-    previous: Manifest,
-    *,
-    keys: Mapping[str, cache.Key] | None = None,
-    changed: Collection[str] = (),
-    jobs: int | None = None,
-    exclude: Iterable[str] = (),
-    include_hidden: bool = False,
-    exclude_paths: Iterable[str | os.PathLike[str]] = (),
-) -> Refreshed:
-    """Rebuilds the manifest of ``root`` from ``previous``, re-hashing only what changed.
-
-    The whole tree is re-scanned, so the filters are exactly those of `build` and
-    moved or deleted directories need no special case; scanning only stats, which
-    costs little next to hashing. A file keeps its entry from ``previous`` unless
-    its logical path, or a directory above it, is in ``changed``, or its stat data
-    differs from ``keys`` (those of the last refresh): events say what changed, and
-    stat data catches what events missed. A file of ``previous`` without keys is
-    trusted when its size matches, which is how a loaded manifest gives a head start.
-    """
-    with _gc_paused():
-        return _refresh(
-            root, previous, keys or {}, changed, jobs, exclude, include_hidden, exclude_paths
-        )
-
-
-def _refresh(
-    root: str | os.PathLike[str],
-    previous: Manifest,
-    known: Mapping[str, cache.Key],
-    changed: Collection[str],
-    jobs: int | None,
-    exclude: Iterable[str],
-    include_hidden: bool,
-    exclude_paths: Iterable[str | os.PathLike[str]],
-) -> Refreshed:
-    started = time.perf_counter()
-    found = _scan(root, exclude, include_hidden, exclude_paths)
-    candidates = {p: (known.get(p), e) for p, e in previous.items()}
-    outcome = _assemble(
-        found, candidates, changed, default_jobs() if jobs is None else jobs, None, None
-    )
-    keys = cache.split_keys(outcome.keys)
-    return Refreshed(outcome.finish(started), dict(zip(outcome.files, keys, strict=True)))
-
-
-def _scan(
-    root: str | os.PathLike[str],
-    exclude: Iterable[str],
-    include_hidden: bool,
-    exclude_paths: Iterable[str | os.PathLike[str]],
-) -> ScanResult:
-    return scan(
-        os.fspath(root),
-        exclude=exclude,
-        include_hidden=include_hidden,
-        exclude_paths=[os.fspath(p) for p in exclude_paths],
-    )
-
-
-def _assemble(
-    found: ScanResult,
-    candidates: Mapping[str, tuple[cache.Key | None, Entry]],
-    changed: Collection[str],
-    jobs: int,
-    stamp: int | None,
-    progress: Callable[[int, int], None] | None,
-) -> _Outcome:
-    """Reuses a candidate entry for each scanned file whose key equals the candidate's
-    (for a candidate without a key: whose size matches) and that is not under a
-    ``changed`` path; hashes the rest."""
-    keys: dict[str, cache.Key] = {}
-    files: dict[str, Entry | None] = {}
-    todo: list[Found] = []
-    get, stat_key = candidates.get, cache.stat_key
-    for f in found.files:
-        logical, path, st = f
-        if st is None:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue
-        key = keys[logical] = stat_key(st)
-        hit = get(logical)
-        if (
-            hit is not None
-            and (hit[0] == key if hit[0] is not None else hit[1].size == st.st_size)
-            and not (changed and _is_under(logical, changed))
-        ):
-            files[logical] = hit[1]
-        else:
-            files[logical] = None
-            todo.append(f)
-    total = len(found.files)
-    if progress is not None and len(todo) < total:
-        progress(total - len(todo), total)
-    hashed = hash_found(todo, jobs, stamp, progress, total)
-    done = {logical: (entry, key) for logical, entry, key in hashed}
-    for logical, _, _ in todo:
-        if logical in done:
-            files[logical], keys[logical] = done[logical]
-        else:
-            del files[logical]
-            keys.pop(logical, None)
-    complete: dict[str, Entry] = files  # type: ignore[assignment]
-    return _Outcome(
-        complete,
-        b"".join([keys[p] for p in complete]),
-        len(todo),
-        found.dirs if found.plain else None,
-        found.skipped,
-    )
-
-
-def _is_under(logical_path: str, paths: Collection[str]) -> bool:
-    """Tells whether ``logical_path`` or a directory above it is in ``paths``."""
-    while True:
-        if logical_path in paths:
-            return True
-        slash = logical_path.rfind("/")
-        if slash < 0:
-            return False
-        logical_path = logical_path[:slash]

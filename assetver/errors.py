@@ -21,7 +21,11 @@ class ManifestError(AssetverError, ValueError):
 
 
 class OutputError(AssetverError, OSError):
-    """An output file (manifest, cache) could not be written."""
+    """An output file (manifest, cache, compiled output) could not be written."""
+
+
+class FileReadError(AssetverError, OSError):
+    """A file under the root exists but cannot be read."""
 
 
 class AssetNotFound(AssetverError, LookupError):
@@ -29,9 +33,18 @@ class AssetNotFound(AssetverError, LookupError):
 
 
 class ConfigError(AssetverError, ValueError):
-    """A setting has a value assetver does not understand."""
+    """A setting or option has a value assetver does not understand."""
 
 
 class CompileError(AssetverError, ValueError):
     """The tree cannot be compiled into an output: a reference cycle, or references that
     ``--strict`` forbids."""
+
+
+class WatchError(AssetverError, RuntimeError):
+    """The watcher cannot run in this process."""
+
+
+VANISHED = (FileNotFoundError, NotADirectoryError)
+"""What `os` raises for a path that vanished or whose directory became a file while a
+build ran: such paths are left out as vanished, never reported as errors."""

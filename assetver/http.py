@@ -1,4 +1,4 @@
-"""HTTP rules shared by every adapter: content codings, media types, cache headers.
+"""HTTP rules shared by every adapter: content codings and media types.
 
 Pure functions and constants; no framework imports.
 """
@@ -8,21 +8,13 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 
-IMMUTABLE = "public, max-age=31536000, immutable"
-"""Cache-Control for a URL carrying the current digest: one year, never revalidated."""
+ENCODINGS = (("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz"))
+"""Content codings of precompressed variants, best (smallest) first, with the suffix of
+their files: what the handler negotiates and nginx's ``*_static`` modules look for."""
 
-IMMUTABLE_SECONDS = 31536000
+SUFFIXES = dict(ENCODINGS)
 
-REVALIDATE = "no-cache"
-"""Cache-Control for unversioned and stale requests: cache, but revalidate every use."""
-
-NO_STORE = "no-store"
-"""Cache-Control for errors and redirects that must not outlive the current deploy."""
-
-ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
-"""Content codings served from precompressed siblings, in order of preference."""
-
-_TYPES = {
+TYPES = {
     ".css": "text/css",
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -31,6 +23,11 @@ _TYPES = {
     ".webmanifest": "application/manifest+json",
     ".wasm": "application/wasm",
     ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".ico": "image/vnd.microsoft.icon",
     ".avif": "image/avif",
     ".webp": "image/webp",
     ".woff": "font/woff",
@@ -40,6 +37,8 @@ _TYPES = {
     ".txt": "text/plain",
     ".html": "text/html",
 }
+"""Media types browsers enforce (module scripts, fonts, wasm, manifests) whatever the
+host's tables say; nginx's configuration sets the same."""
 
 
 def content_type(logical_path: str) -> str:
@@ -47,7 +46,7 @@ def content_type(logical_path: str) -> str:
     for the types web assets need; compressed archives are ``application/gzip`` (RFC 6713)
     or ``application/octet-stream``, as Tornado does."""
     ext = posixpath.splitext(logical_path)[1].lower()
-    known = _TYPES.get(ext)
+    known = TYPES.get(ext)
     if known is not None:
         return known
     mime_type, encoding = mimetypes.guess_type(logical_path)
@@ -61,7 +60,7 @@ def content_type(logical_path: str) -> str:
 def accepted_encodings(header: str | None) -> tuple[str, ...]:
     """Returns the codings of `ENCODINGS` that an ``Accept-Encoding`` value accepts,
     best first (RFC 9110 12.5.3: q-values, ``*``, ``q=0`` refuses; ``x-gzip`` is
-    ``gzip``)."""
+    ``gzip``; a higher q wins, equal q go by `ENCODINGS` order)."""
     if not header:
         return ()
     weights: dict[str, float] = {}

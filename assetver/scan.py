@@ -13,25 +13,97 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .atomic import TEMP_PREFIX as TEMP_PREFIX
-from .cache import DirKey, dir_key
-from .errors import RootError
+from .errors import VANISHED, RootError
+from .statkey import DirKey, dir_key
+from .urls import is_hidden, is_internal
 
 log = logging.getLogger("assetver")
-
-STATE_DIR = ".assetver"
-"""Directory in the root holding the build's own state; never part of a manifest."""
 
 
 Found = tuple[str, str, "os.stat_result | None"]
 """A regular file the scan accepted: (logical path, path to open, stat or None).
 
 The stat is None for plain files: the directory entry's type says "regular file"
-without a system call, and a cold build takes the stat from the open file instead.
+without a system call, and a build takes the stat from the open file instead.
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """What, besides the tree, decides which files a scan finds.
+
+    ``exclude`` globs match a file's or directory's logical path or its bare name
+    (``*.map``, ``src``, ``vendor/*``). Dotfiles and dot-directories are left out
+    unless ``include_hidden``; assetver's state directory and temporary files always
+    are, and so are the files at ``exclude_paths`` (a manifest or cache in the root).
+    """
+
+    exclude: tuple[str, ...] = ()
+    include_hidden: bool = False
+    exclude_paths: tuple[str, ...] = ()
+    """Absolute paths, as given (see `make`)."""
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        exclude: Iterable[str] = (),
+        include_hidden: bool = False,
+        exclude_paths: Iterable[str | os.PathLike[str]] = (),
+    ) -> ScanOptions:
+        return cls(
+            tuple(exclude),
+            include_hidden,
+            tuple(sorted({os.path.abspath(os.fspath(p)) for p in exclude_paths})),
+        )
+
+    def with_excluded(self, *paths: str) -> ScanOptions:
+        """These options, also leaving out ``paths``."""
+        return ScanOptions.make(
+            exclude=self.exclude,
+            include_hidden=self.include_hidden,
+            exclude_paths=(*self.exclude_paths, *paths),
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Equal for options that find the same files: a cache made with others is not
+        used. (Absolute rather than real paths: two spellings of one output only cost a
+        full build.)"""
+        return repr((sorted(self.exclude), self.include_hidden, list(self.exclude_paths)))
+
+    def matcher(self) -> re.Pattern[str] | None:
+        regexes = [fnmatch.translate(p.strip("/")) for p in self.exclude if p.strip("/")]
+        return re.compile("|".join(regexes)) if regexes else None
+
+    def keeps_name(self, name: str) -> bool:
+        """Tells whether a file or directory called ``name`` may be listed at all."""
+        return not (name[0] == "." and (not self.include_hidden or is_internal(name)))
+
+    def keeps(self, logical_path: str) -> bool:
+        """Tells whether a logical path passes the name rules and the globs (a watcher's
+        question about an event); `walk` applies the same rules name by name."""
+        if is_hidden(logical_path) and not all(
+            self.keeps_name(name) for name in logical_path.split("/")
+        ):
+            return False
+        matcher = self.matcher()
+        if matcher is None:
+            return True
+        prefix = ""
+        for name in logical_path.split("/"):
+            prefix += name
+            if matcher.match(prefix) or matcher.match(name):
+                return False
+            prefix += "/"
+        return True
+
+
+ALL_FILES = ScanOptions()
+"""The default options: every file but dotfiles and assetver's own."""
 
 
 @dataclass(slots=True)
@@ -39,7 +111,7 @@ class ScanResult:
     root: str
     """The real path of the root."""
     files: list[Found] = field(default_factory=list)
-    """Sorted by logical path."""
+    """Sorted by logical path (`scan`); in listing order (`walk`)."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(logical path, reason) of entries left out with a warning."""
     dirs: list[tuple[str, DirKey]] = field(default_factory=list)
@@ -55,32 +127,16 @@ class ScanResult:
         self.plain = False
 
 
-def _exclude_matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    regexes = [fnmatch.translate(p.strip("/")) for p in patterns if p.strip("/")]
-    return re.compile("|".join(regexes)) if regexes else None
+def scan(root: str, options: ScanOptions) -> ScanResult:
+    """Lists the regular files under ``root`` that ``options`` keep.
 
-
-def scan(
-    root: str,
-    *,
-    exclude: Iterable[str] = (),
-    include_hidden: bool = False,
-    exclude_paths: Iterable[str] = (),
-) -> ScanResult:
-    """Lists the regular files under ``root``.
-
-    ``exclude`` globs match a file's or directory's logical path or its bare name
-    (``*.map``, ``src``, ``vendor/*``). Dotfiles and dot-directories are left out
-    unless ``include_hidden``; the state directory, temporary files and the real
-    paths in ``exclude_paths`` (the manifest, the cache) always are. Symlinks are
-    followed only when their target is inside the root; links out of it and link
-    loops are skipped with a warning. FIFOs, sockets and devices are skipped without
-    being opened.
+    Symlinks are followed only when their target is inside the root; links out of it
+    and link loops are skipped with a warning. FIFOs, sockets and devices are skipped
+    without being opened; entries that vanish or change type while the scan runs are
+    left out as vanished.
     """
     result = ScanResult(check_root(root))
-    for files in walk(
-        result, exclude=exclude, include_hidden=include_hidden, exclude_paths=exclude_paths
-    ):
+    for files in walk(result, options):
         result.files += files
     result.files.sort()
     return result
@@ -88,31 +144,44 @@ def scan(
 
 def walk(
     result: ScanResult,
-    *,
-    exclude: Iterable[str] = (),
-    include_hidden: bool = False,
-    exclude_paths: Iterable[str] = (),
+    options: ScanOptions,
+    start: Iterable[str] = ("",),
+    known: Collection[str] = (),
 ) -> Iterator[list[Found]]:
     """Yields the files `scan` accepts, a directory's at a time, as it lists them.
 
     Nothing is sorted, and ``result.files`` is left alone: this is for hashing files
-    while the walk goes on. ``result`` collects the rest (skipped entries, directories).
+    while the walk goes on. ``result`` collects the rest (skipped entries,
+    directories). ``start`` names the directories (logical path + "/", "" for the root)
+    to walk from; subdirectories in ``known`` are neither listed nor recorded (the
+    caller has them from a cache).
     """
     real_root = result.root
     inside = real_root.rstrip(os.sep) + os.sep
-    excluded = {os.path.realpath(p) for p in exclude_paths}
-    matcher = _exclude_matcher(exclude)
+    excluded = {os.path.realpath(p) for p in options.exclude_paths}
+    matcher = options.matcher()
+    keeps_name = options.keeps_name
     root_st = os.stat(real_root)
-    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-        (real_root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
-    ]
+    root_id = (root_st.st_dev, root_st.st_ino)
+    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = []
+    for prefix in start:
+        path = os.path.join(real_root, prefix) if prefix else real_root
+        try:
+            st = os.stat(path)
+        except VANISHED:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        stack.append((path.rstrip(os.sep), prefix, frozenset({root_id})))
+        result.dirs.append((prefix, dir_key(st)))
     dirs = result.dirs
-    dirs.append(("", dir_key(root_st)))
     while stack:
         directory, prefix, ancestors = stack.pop()
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
+        except VANISHED:
+            continue
         except OSError as e:
             if not prefix:
                 raise RootError(f"cannot read root {real_root}: {e.strerror}") from e
@@ -121,9 +190,7 @@ def walk(
         files: list[Found] = []
         for entry in entries:
             name = entry.name
-            if name[0] == "." and (
-                not include_hidden or name == STATE_DIR or name.startswith(TEMP_PREFIX)
-            ):
+            if not keeps_name(name):
                 continue
             logical = prefix + name
             if not name.isascii():
@@ -141,18 +208,23 @@ def walk(
                     if path not in excluded:
                         files.append((logical, path, None))
                     continue
+                target = path
                 if entry.is_symlink():
                     result.plain = False
                     target = os.path.realpath(path)
                     if not (target.startswith(inside) or target == real_root):
                         result.skip(logical, "symlink points outside the root")
                         continue
+                    inner = os.path.relpath(target, real_root).replace(os.sep, "/")
+                    if inner != "." and not all(map(keeps_name, inner.split("/"))):
+                        result.skip(logical, "symlink points to a hidden file")
+                        continue
                     st = os.stat(path)
                 elif entry.is_dir(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                 else:
                     continue
-            except FileNotFoundError:
+            except VANISHED:
                 continue
             except OSError as e:
                 result.skip(logical, f"cannot stat: {e.strerror}")
@@ -160,7 +232,7 @@ def walk(
             if stat.S_ISREG(st.st_mode):
                 if target not in excluded:
                     files.append((logical, path, st))
-            elif stat.S_ISDIR(st.st_mode):
+            elif stat.S_ISDIR(st.st_mode) and logical + "/" not in known:
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     result.skip(logical, "symlink loop")
@@ -172,6 +244,9 @@ def walk(
 
 
 def check_root(root: str) -> str:
+    """Returns the real path of ``root``; raises `.RootError` unless it is a directory."""
+    if not root:
+        raise RootError("static root is empty; pass the directory holding your assets")
     real_root = os.path.realpath(root)
     if not os.path.exists(real_root):
         raise RootError(

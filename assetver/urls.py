@@ -1,4 +1,5 @@
-"""Hashed paths: where the digest goes in a file name, and how to take it out again.
+"""Logical and hashed paths: the digest pattern, where a digest goes in a file name, and
+which names are hidden. Every adapter (build, handler, nginx, watcher) asks here.
 
 The digest goes before the last extension only (``css/app.css`` ->
 ``css/app.<digest>.css``, ``js/katex.min.js`` -> ``js/katex.min.<digest>.js``,
@@ -11,7 +12,37 @@ from __future__ import annotations
 import posixpath
 import re
 
-_HEX16 = re.compile(r"[0-9a-f]{16}\Z")
+DIGEST_LENGTH = 16
+"""Hex characters of a digest (XXH3-64)."""
+
+DIGEST_PATTERN = "[0-9a-f]{16}"
+"""A digest as a regular expression (nginx's configuration uses it too)."""
+
+_DIGEST = re.compile(DIGEST_PATTERN + r"\Z")
+
+STATE_DIR = ".assetver"
+"""Directory holding the build's own state (manifest, cache, history); never served,
+never part of a manifest."""
+
+TEMP_PREFIX = ".assetver-"
+"""Prefix of temporary files of atomic writes, which scans and watchers leave out."""
+
+
+def is_digest(text: str) -> bool:
+    """Tells whether ``text`` has the form of a digest (16 lowercase hex characters)."""
+    return len(text) == DIGEST_LENGTH and _DIGEST.match(text) is not None
+
+
+def is_hidden(logical_path: str) -> bool:
+    """Tells whether any name in ``logical_path`` starts with a dot: dotfiles, the state
+    directory and temporary files are never listed or served unless hidden files are
+    asked for (and the last two not even then: see `is_internal`)."""
+    return logical_path.startswith(".") or "/." in logical_path
+
+
+def is_internal(name: str) -> bool:
+    """Tells whether a file or directory name is assetver's own (state, temporary files)."""
+    return name == STATE_DIR or name.startswith(TEMP_PREFIX)
 
 
 def hashed_path(logical_path: str, digest: str) -> str:
@@ -30,9 +61,9 @@ def split_hashed(path: str) -> tuple[str, str] | None:
     head, name = posixpath.split(path)
     stem, ext = posixpath.splitext(name)
     candidates = []
-    if len(stem) > 17 and stem[-17] == "." and _HEX16.match(stem, len(stem) - 16):
+    if len(stem) > 17 and stem[-17] == "." and _DIGEST.match(stem, len(stem) - 16):
         candidates.append((stem[:-17] + ext, stem[-16:]))
-    if len(ext) == 17 and _HEX16.match(ext, 1):
+    if len(ext) == 17 and _DIGEST.match(ext, 1):
         candidates.append((stem, ext[1:]))
     for logical_name, digest in candidates:
         if logical_name and hashed_path(logical_name, digest) == name:

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import hashing
-from .cache import RACY, Key, key_packer, stat_key
+from .atomic import copying, write_copy
 from .hashing import CHUNK_SIZE
 from .scan import Found
+from .statkey import Key, Stamp
+from .urls import hashed_path
 
 Digested = tuple[str, int, Key] | None
-"""A file's digest, size and `.cache.Key` (`.cache.RACY` if it changed after the
+"""A file's digest, size and `.statkey.Key` (`.statkey.RACY` if it changed after the
 build started), or None when it could not be read (hash it again in the caller for
 the error)."""
 
@@ -96,13 +98,25 @@ def _single_threaded() -> bool:
     return True
 
 
-def digest_found(files: Sequence[Found], stamp_ns: int | None) -> list[Digested]:
-    """Hashes ``files`` in the calling thread; ``stamp_ns`` is for `.cache.stat_key`."""
-    return _digest_paths([f[1] for f in files], stamp_ns)
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What happens to every file of a build: it is read from ``base`` + its logical
+    path and hashed, its key made by ``stamp``'s racy rule, and with ``copy_base`` its
+    hashed copy written there from the very bytes that were hashed (once: a copy that
+    exists is left alone, as it holds the same bytes by construction)."""
+
+    base: str
+    stamp: Stamp
+    copy_base: str | None = None
 
 
-def _digest_paths(paths: Sequence[str | bytes], stamp_ns: int | None) -> list[Digested]:
-    """Hashes ``paths`` here; small files inline, the rest with `.digest_file_stat`.
+def digest_found(job: Job, files: Sequence[Found]) -> list[Digested]:
+    """Does ``job`` on ``files`` in the calling thread."""
+    return _digest_paths(job, [f[0] for f in files])
+
+
+def _digest_paths(job: Job, logicals: Sequence[str]) -> list[Digested]:
+    """Does ``job`` on ``logicals`` here; small files inline, the rest in `_digest_big`.
 
     Most of a build's time is spent in this loop, and for a small file the Python
     around the system calls is a quarter of it: no call, tuple or lookup is spared.
@@ -110,14 +124,14 @@ def _digest_paths(paths: Sequence[str | bytes], stamp_ns: int | None) -> list[Di
     out: list[Digested] = []
     append = out.append
     open_, fstat, readv, close, is_reg = os.open, os.fstat, os.readv, os.close, stat.S_ISREG
-    hexdigest, flags, chunk, pack = hashing.hexdigest, hashing.OPEN_FLAGS, CHUNK_SIZE, key_packer()
+    hexdigest, flags, chunk = hashing.hexdigest, hashing.OPEN_FLAGS, CHUNK_SIZE
+    key, base, copy_base = job.stamp.key, job.base, job.copy_base
     view = hashing.read_buffer()
     buffers = (view,)
-    stamp = (1 << 63) if stamp_ns is None else stamp_ns
     slow: list[int] = []
-    for path in paths:
+    for logical in logicals:
         try:
-            fd = open_(path, flags)
+            fd = open_(base + logical, flags)
         except OSError:
             append(None)
             continue
@@ -125,10 +139,10 @@ def _digest_paths(paths: Sequence[str | bytes], stamp_ns: int | None) -> list[Di
             st = fstat(fd)
             size = st.st_size
             if is_reg(st.st_mode) and size < chunk and readv(fd, buffers) == size:
-                mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
-                racy = mtime >= stamp or ctime >= stamp
-                key = RACY if racy else pack(size, mtime, st.st_ino, ctime)
-                append((hexdigest(view[:size]), size, key))
+                digest = hexdigest(view[:size])
+                if copy_base is not None:
+                    write_copy(copy_base + hashed_path(logical, digest), view[:size])
+                append((digest, size, key(st)))
                 continue
         except OSError:
             pass
@@ -137,12 +151,29 @@ def _digest_paths(paths: Sequence[str | bytes], stamp_ns: int | None) -> list[Di
         slow.append(len(out))
         append(None)
     for i in slow:
-        try:
-            digest, st = hashing.digest_file_stat(paths[i])
-        except OSError:
-            continue
-        out[i] = (digest, st.st_size, stat_key(st, stamp_ns))
+        out[i] = _digest_big(job, logicals[i])
     return out
+
+
+def _digest_big(job: Job, logical: str) -> Digested:
+    """Hashes (and copies) a file too big for one read, or one that changed while read;
+    None when that fails (the parent tries again with `digest_one` for the error)."""
+    try:
+        return digest_one(job, logical)
+    except OSError:
+        return None
+
+
+def digest_one(job: Job, logical: str) -> tuple[str, int, Key]:
+    """Does ``job`` on one file, in chunks of constant memory; raises `OSError`."""
+    path = job.base + logical
+    if job.copy_base is None:
+        digest, st = hashing.digest_file_stat(path)
+    else:
+        with copying(job.copy_base + logical) as temp:
+            digest, st = hashing.digest_file_stat(path, temp.fd)
+            temp.name = job.copy_base + hashed_path(logical, digest)
+    return digest, st.st_size, job.stamp.key(st)
 
 
 @dataclass(slots=True)
@@ -157,13 +188,12 @@ class _Worker:
 
 def digest_chunks(
     chunks: Iterable[Sequence[Found]],
+    job: Job,
     jobs: int,
     progress: Callable[[int], None] | None = None,
-    *,
-    stamp_ns: int | None = None,
 ) -> Iterator[tuple[Sequence[Found], list[Digested]]]:
-    """Yields each chunk of ``chunks`` with the results of hashing its files, in no
-    particular order; ``stamp_ns`` is for `.cache.stat_key`.
+    """Yields each chunk of ``chunks`` with the results of doing ``job`` on its files,
+    in no particular order.
 
     Workers (``jobs - 1`` of them, when `usable_jobs` allows) are forked once the
     work has taken `FORK_AFTER` seconds and more remains, so a small tree never
@@ -179,23 +209,23 @@ def digest_chunks(
             if jobs > 1 and time.perf_counter() >= fork_at:
                 jobs = usable_jobs(jobs)
                 if jobs > 1:
-                    workers = _start(jobs - 1, stamp_ns)
+                    workers = _start(jobs - 1, job)
                 jobs = 1
             if workers and _offer(workers, turn, chunk):
                 turn += 1
             else:
-                yield chunk, digest_found(chunk, stamp_ns)
+                yield chunk, digest_found(job, chunk)
             if progress is not None:
                 progress(len(chunk))
             if workers and index % RECEIVE_EVERY == 0:
                 for worker in workers:
-                    yield from _receive(worker, stamp_ns, block=False)
+                    yield from _receive(worker, job, block=False)
         for worker in workers:
             if worker.work_fd >= 0:
                 os.close(worker.work_fd)
                 worker.work_fd = -1
         for worker in workers:
-            yield from _receive(worker, stamp_ns, block=True)
+            yield from _receive(worker, job, block=True)
     finally:
         _kill(workers)
 
@@ -203,7 +233,7 @@ def digest_chunks(
 def _offer(workers: list[_Worker], turn: int, chunk: Sequence[Found]) -> bool:
     """Writes ``chunk``'s paths to the first worker, from ``turn`` on, whose pipe has
     room; False when none has. Writes of at most PIPE_BUF bytes are all or nothing."""
-    payload = "\0".join([f[1] for f in chunk]).encode("utf-8", "surrogateescape")
+    payload = "\0".join([f[0] for f in chunk]).encode("utf-8", "surrogateescape")
     message = _LENGTH.pack(len(payload)) + payload
     if len(message) > _PIPE_BUF:
         return False
@@ -226,7 +256,7 @@ def _offer(workers: list[_Worker], turn: int, chunk: Sequence[Found]) -> bool:
 
 
 def _receive(
-    worker: _Worker, stamp_ns: int | None, *, block: bool
+    worker: _Worker, job: Job, *, block: bool
 ) -> Iterator[tuple[Sequence[Found], list[Digested]]]:
     """Yields the chunks a worker has answered: those whose results have arrived, or,
     with ``block``, all of them, reaping the worker. Chunks a worker failed to answer
@@ -261,7 +291,7 @@ def _receive(
             break
         for answer in answers:
             chunk = worker.pending.popleft()
-            yield chunk, answer if len(answer) == len(chunk) else digest_found(chunk, stamp_ns)
+            yield chunk, answer if len(answer) == len(chunk) else digest_found(job, chunk)
     del data[:at]
     if worker.result_fd < 0:
         if worker.pid:
@@ -270,7 +300,7 @@ def _receive(
             worker.pid = 0
         while worker.pending:
             chunk = worker.pending.popleft()
-            yield chunk, digest_found(chunk, stamp_ns)
+            yield chunk, digest_found(job, chunk)
 
 
 def _load(frame: memoryview) -> list[list[Digested]] | None:
@@ -283,7 +313,7 @@ def _load(frame: memoryview) -> list[list[Digested]] | None:
     return answers
 
 
-def _start(count: int, stamp_ns: int | None) -> list[_Worker]:
+def _start(count: int, job: Job) -> list[_Worker]:
     workers: list[_Worker] = []
     try:
         for _ in range(count):
@@ -301,7 +331,7 @@ def _start(count: int, stamp_ns: int | None) -> list[_Worker]:
                     os.close(fd)
                 raise
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                _child(work_r, result_w, [work_w, result_r, *_fds(workers)], stamp_ns)
+                _child(work_r, result_w, [work_w, result_r, *_fds(workers)], job)
             os.close(work_r)
             os.close(result_w)
             os.set_blocking(work_w, False)
@@ -317,7 +347,7 @@ def _fds(workers: list[_Worker]) -> list[int]:
 
 
 def _child(  # pragma: no cover
-    work_fd: int, result_fd: int, inherited: list[int], stamp_ns: int | None
+    work_fd: int, result_fd: int, inherited: list[int], job: Job
 ) -> None:
     """A worker's whole life: hash the paths it is sent until EOF, sending results
     every `SEND_EVERY` chunks, then exit without running any of the parent's cleanup
@@ -331,7 +361,8 @@ def _child(  # pragma: no cover
         with open(work_fd, "rb") as source, open(result_fd, "wb") as sink:
             while header := source.read(_LENGTH.size):
                 (length,) = _LENGTH.unpack(header)
-                answers.append(_digest_paths(source.read(length).split(b"\0"), stamp_ns))
+                logicals = source.read(length).decode("utf-8", "surrogateescape").split("\0")
+                answers.append(_digest_paths(job, logicals))
                 if len(answers) == SEND_EVERY:
                     _send(sink, answers)
                     answers = []

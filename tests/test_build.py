@@ -13,7 +13,8 @@ import pytest
 
 import assetver
 from assetver import Manifest, ManifestError, RootError
-from assetver.build import build
+from assetver.build import build, build_cached
+from assetver.scan import ScanOptions
 from assetver.hashing import digest_bytes
 from assetver.manifest import Entry
 
@@ -176,15 +177,15 @@ def test_deep_nesting(tmp_path: Path) -> None:
 
 
 def cached_build(root: Path, tmp_path: Path) -> assetver.BuildResult:
-    return build(root, cache_path=tmp_path / "cache.json")
+    return build_cached(root, str(tmp_path / "cache.json"))
 
 
 def test_cache_reuses_unchanged_files(tree: Path, tmp_path: Path) -> None:
     age(tree)
     first = cached_build(tree, tmp_path)
-    assert (first.hashed, first.reused) == (6, 0)
+    assert (first.digested, first.reused) == (6, 0)
     second = cached_build(tree, tmp_path)
-    assert (second.hashed, second.reused) == (0, 6)
+    assert (second.digested, second.reused) == (0, 6)
     assert second.manifest == first.manifest
 
 
@@ -211,7 +212,7 @@ def test_same_size_and_mtime_change_is_detected(tree: Path, tmp_path: Path) -> N
     os.utime(css, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert css.stat().st_size == before.st_size and css.stat().st_mtime_ns == before.st_mtime_ns
     second = cached_build(tree, tmp_path)
-    assert second.hashed == 1
+    assert second.digested == 1
     assert second.manifest["css/app.css"].digest != first.manifest["css/app.css"].digest
     assert second.manifest == assetver.build_manifest(tree)
 
@@ -290,10 +291,10 @@ def test_corrupt_or_foreign_cache_is_ignored(
     cache = tmp_path / "cache.json"
     cache.write_bytes(corrupt(cache.read_bytes()))
     result = cached_build(tree, tmp_path)
-    assert (result.hashed, result.reused, result.listed) == (6, 0, True)
+    assert (result.digested, result.reused, result.listed) == (6, 0, True)
     assert result.manifest == assetver.build_manifest(tree)
     again = cached_build(tree, tmp_path)
-    assert (again.hashed, again.listed) == (0, False)
+    assert (again.digested, again.listed) == (0, False)
 
 
 def test_cache_with_wrong_digest_for_other_root_is_not_trusted(tree: Path, tmp_path: Path) -> None:
@@ -312,7 +313,7 @@ def test_truncated_cache_after_crash_is_ignored(tree: Path, tmp_path: Path) -> N
     data = cache.read_bytes()
     cache.write_bytes(data[: len(data) // 2])
     result = cached_build(tree, tmp_path)
-    assert (result.hashed, result.reused) == (6, 0)
+    assert (result.digested, result.reused) == (6, 0)
     assert cached_build(tree, tmp_path).reused == 6
 
 
@@ -321,11 +322,11 @@ def test_unchanged_directories_are_not_listed_again(tree: Path, tmp_path: Path) 
     first = cached_build(tree, tmp_path)
     assert first.listed
     second = cached_build(tree, tmp_path)
-    assert (second.hashed, second.reused, second.listed) == (0, 6, False)
+    assert (second.digested, second.reused, second.listed) == (0, 6, False)
     assert second.manifest == first.manifest
     (tree / "css/app.css").write_text("body { color: blue}\n")  # same size, same dirs
     third = cached_build(tree, tmp_path)
-    assert (third.hashed, third.listed) == (1, False)
+    assert (third.digested, third.listed) == (1, False)
     assert third.manifest == assetver.build_manifest(tree)
 
 
@@ -355,7 +356,7 @@ def test_changed_directories_are_listed(
     assert result.listed
     assert result.manifest == assetver.build_manifest(tree)
     after = cached_build(tree, tmp_path)
-    assert (after.hashed, after.listed) == (0, False)
+    assert (after.digested, after.listed) == (0, False)
     assert after.manifest == result.manifest
 
 
@@ -369,7 +370,7 @@ def test_directory_changed_after_the_build_started_is_listed_next_time(
     os.utime(tree / "css", ns=(future, future))
     cached_build(tree, tmp_path)
     again = cached_build(tree, tmp_path)
-    assert (again.hashed, again.listed) == (0, True)
+    assert (again.digested, again.listed) == (0, True)
 
 
 def test_symlinks_keep_the_tree_listed(tmp_path: Path) -> None:
@@ -381,15 +382,17 @@ def test_symlinks_keep_the_tree_listed(tmp_path: Path) -> None:
     age(root)
     cached_build(root, tmp_path)
     again = cached_build(root, tmp_path)
-    assert (again.hashed, again.listed) == (0, True)
+    assert (again.digested, again.listed) == (0, True)
     assert set(again.manifest) == {"css/app.css", "real/b.css", "link/b.css"}
 
 
 def test_other_scan_options_ignore_the_cache(tree: Path, tmp_path: Path) -> None:
     age(tree)
     cached_build(tree, tmp_path)
-    result = build(tree, cache_path=tmp_path / "cache.json", exclude=["*.svg"])
-    assert (result.hashed, result.reused) == (5, 0)
+    result = build_cached(
+        tree, str(tmp_path / "cache.json"), options=ScanOptions.make(exclude=["*.svg"])
+    )
+    assert (result.digested, result.reused) == (5, 0)
     assert "img/logo.svg" not in result.manifest
 
 
@@ -407,8 +410,8 @@ def test_file_deleted_between_scan_and_hash_is_dropped(tree: Path, tmp_path: Pat
             (tree / "new.txt").unlink()
         reports.append(done)
 
-    result = build(tree, jobs=1, progress=vanish, cache_path=tmp_path / "cache.json")
-    assert reports[0] == 5 and result.hashed == 2
+    result = build_cached(tree, str(tmp_path / "cache.json"), jobs=1, progress=vanish)
+    assert reports[0] == 5 and result.digested == 2
     assert "new.txt" not in result.manifest
     assert result.manifest == assetver.build_manifest(tree)
     assert len(result.manifest) == 6
@@ -430,7 +433,7 @@ def test_file_deleted_while_reusing_listings_falls_back_to_a_scan(
             (tree / "robots.txt").unlink()
         reports.append(done)
 
-    result = build(tree, jobs=1, progress=vanish, cache_path=tmp_path / "cache.json")
+    result = build_cached(tree, str(tmp_path / "cache.json"), jobs=1, progress=vanish)
     assert reports[0] == 4
     assert "robots.txt" not in result.manifest
     assert result.manifest == assetver.build_manifest(tree)
@@ -445,7 +448,7 @@ def test_file_deleted_while_reusing_listings_falls_back_to_a_scan(
     [
         ("{", "not valid JSON"),
         ("[1]", "not an assetver manifest"),
-        ('{"version": 2, "algorithm": "xxh3_64", "files": {}}', "manifest version 2"),
+        ('{"version": 3, "algorithm": "xxh3_64", "files": {}}', "manifest version 3"),
         ('{"version": 1, "algorithm": "sha1", "files": {}}', "algorithm 'sha1'"),
         ('{"version": 1, "algorithm": "xxh3_64"}', "no 'files'"),
         (

@@ -15,9 +15,9 @@ import pytest
 import assetver
 from assetver import workers
 from assetver.build import FileReadError, build
-from assetver.digests import hash_chunks
-from assetver.scan import Found, scan
-from assetver.workers import CHUNK_FILES, digest_chunks, digest_found, usable_jobs
+from assetver.scan import ALL_FILES, Found, scan
+from assetver.statkey import read_stamp
+from assetver.workers import CHUNK_FILES, Job, digest_chunks, digest_found, usable_jobs
 
 from .conftest import write
 
@@ -51,12 +51,21 @@ def chunked(files: list[Found]) -> list[list[Found]]:
     return [files[i : i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
 
 
+def job(root: Path) -> Job:
+    real = os.path.realpath(root)
+    return Job(real + "/", read_stamp(real))
+
+
+def found(root: Path) -> list[Found]:
+    return scan(str(root), ALL_FILES).files
+
+
 def test_workers_give_the_results_of_one_process(many: Path, fork_at_once: None) -> None:
-    files = scan(str(many)).files
-    expected = dict(zip((f[0] for f in files), digest_found(files, None), strict=True))
+    files = found(many)
+    expected = dict(zip((f[0] for f in files), digest_found(job(many), files), strict=True))
     seen: set[str] = set()
     got = {}
-    for chunk, results in digest_chunks(chunked(files), 2):
+    for chunk, results in digest_chunks(chunked(files), job(many), 2):
         seen |= children()
         for f, r in zip(chunk, results, strict=True):
             got[f[0]] = r
@@ -74,17 +83,23 @@ def test_build_with_workers_equals_build_in_one_process(many: Path, fork_at_once
 def test_unreadable_file_in_a_worker_chunk_raises_and_reaps(many: Path, fork_at_once: None) -> None:
     """A worker answers None for a file it cannot read; the parent hashes it again and
     raises the one clear error, and the workers are gone when it does. (A directory in
-    place of a file is unreadable even to root, which runs CI.)"""
-    files = scan(str(many)).files
-    path = files[-1][1]
-    os.unlink(path)
-    os.mkdir(path)
+    place of a file is unreadable even to root, which runs CI: every file is replaced
+    by one once the first chunk is done, so some chunk still to hash meets them.)"""
+    (many / "big.bin").unlink()  # the first directory listed then has several chunks
+    paths = [f[1] for f in found(many)]
+
+    def replace_all(done: int, total: int | None) -> None:
+        while paths:
+            path = paths.pop()
+            os.unlink(path)
+            os.mkdir(path)
+
     with pytest.raises(FileReadError, match="exclude it with --exclude"):
-        hash_chunks(chunked(files), 2, None, None)
+        build(many, jobs=2, progress=replace_all)
 
 
 def test_closing_early_kills_the_workers(many: Path, fork_at_once: None) -> None:
-    chunks = digest_chunks(chunked(scan(str(many)).files), 2)
+    chunks = digest_chunks(chunked(found(many)), job(many), 2)
     next(chunks)
     next(chunks)
     chunks.close()
@@ -98,7 +113,7 @@ def test_no_fork_with_other_threads(many: Path) -> None:
     try:
         assert usable_jobs(4) == 1
         before = children()
-        for _ in digest_chunks(chunked(scan(str(many)).files), 4):
+        for _ in digest_chunks(chunked(found(many)), job(many), 4):
             assert children() == before
     finally:
         stop.set()
@@ -115,14 +130,14 @@ def test_fifo_in_a_worker_chunk_does_not_hang(tmp_path: Path, fork_at_once: None
     root = tmp_path / "root"
     for i in range(3 * CHUNK_FILES):
         write(root, f"f{i:03}.txt", str(i))
-    files = scan(str(root)).files
+    files = found(root)
     fifo = files[-1][1]
     os.unlink(fifo)
     os.mkfifo(fifo)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     results = {
         f[0]: r
-        for chunk, rs in digest_chunks(chunked(files), 2)
+        for chunk, rs in digest_chunks(chunked(files), job(root), 2)
         for f, r in zip(chunk, rs, strict=True)
     }
     assert results[files[-1][0]] is None
@@ -132,11 +147,11 @@ def test_fifo_in_a_worker_chunk_does_not_hang(tmp_path: Path, fork_at_once: None
 
 def test_a_worker_killed_midway_is_replaced_by_the_parent(many: Path, fork_at_once: None) -> None:
     """Chunks sent to a worker that dies are hashed by the parent; nothing is lost."""
-    files = scan(str(many)).files
-    expected = dict(zip((f[0] for f in files), digest_found(files, None), strict=True))
+    files = found(many)
+    expected = dict(zip((f[0] for f in files), digest_found(job(many), files), strict=True))
     got = {}
     killed = False
-    for chunk, results in digest_chunks(chunked(files), 2):
+    for chunk, results in digest_chunks(chunked(files), job(many), 2):
         if not killed and children():
             for pid in children():
                 os.kill(int(pid), signal.SIGKILL)
