@@ -40,8 +40,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from .errors import ConfigError
-from .http import IMMUTABLE, NO_STORE, REVALIDATE
 from .manifest import Manifest
+from .policy import IMMUTABLE, NO_STORE, REVALIDATE
 from .urls import hashed_path
 
 STYLES = ("query", "filename")

@@ -1,8 +1,13 @@
-"""What a server keeps in memory: the validated ``assetver_*`` settings, the manifest in
-force, and what is derived from it (URLs, small files).
+"""What a server keeps in memory, and the proofs it serves by: the manifest in force,
+what is derived from it (URLs, small files), and which files hold their digest's bytes.
 
-Framework-neutral: the Tornado adapter reads its settings dict through `Config` and
-keeps one `Assets` per Application; nothing here imports tornado.
+Framework-neutral: the Tornado adapter validates its settings into a `Config` and keeps
+one `Assets` per Application; nothing here imports tornado.
+
+Proofs (DESIGN.md, "The immutable promise"): in an output, a hashed copy is the bytes
+of its digest by construction; in a root, a file is proven while its stat key equals
+the key recorded when its bytes were hashed (``proofs``), and bytes read into memory
+are hashed as they are read.
 """
 
 from __future__ import annotations
@@ -11,100 +16,88 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from .build import build, refresh
-from .cache import Key
-from .errors import AssetNotFound, ConfigError, ManifestError
-from .manifest import Manifest
-from .memory import Memory
+from .errors import AssetNotFound, ConfigError
+from .hashing import digest_bytes
+from .manifest import Entry, Manifest
+from .memory import Loaded, Memory
+from .policy import STALE_POLICIES
+from .scan import ScanOptions
+from .statkey import Key
 from .urls import hashed_path, split_hashed
 
 log = logging.getLogger("assetver")
 
-STATE_KEY = "assetver.state"
-"""Key of the `Assets` object in ``Application.settings`` (not a user setting)."""
-
 URL_STYLES = ("query", "filename")
-STALE_POLICIES = ("serve", "redirect", "404")
-KNOWN_SETTINGS = frozenset(
-    {
-        "assetver_manifest",
-        "assetver_url_style",
-        "assetver_url_host",
-        "assetver_strict",
-        "assetver_stale",
-        "assetver_max_age",
-        "assetver_memory",
-    }
-)
+
+MEMORY_FILE_MAX = 256 * 1024
+"""Files up to this size (and their variants) are served from memory: most stylesheets
+and scripts, so most responses are proven by hashing what was read."""
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The ``assetver_*`` settings, validated; read only here."""
+    """How one Application serves its assets; validated on construction."""
 
     root: str
-    prefix: str
-    manifest_path: str | None
-    url_style: str
-    url_host: str
-    strict: bool
-    stale: str
-    max_age: int
-    memory: int
-    debug: bool
+    """The real path of the source root (it need not exist when serving an output)."""
+    prefix: str = "/static/"
+    output: str | None = None
+    """The real path of the compiled output served, if any."""
+    manifest_path: str | None = None
+    url_style: str = "query"
+    url_host: str = ""
+    strict: bool = False
+    stale: str = "serve"
+    max_age: int = 0
+    memory: int = 32 << 20
+    debug: bool = False
+    allow_origin: str | None = "*"
+    options: ScanOptions = field(default_factory=ScanOptions)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Config:
-        unknown = sorted(
-            k for k in settings if k.startswith("assetver_") and k not in KNOWN_SETTINGS
-        )
-        if unknown:
-            raise ConfigError(
-                f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(KNOWN_SETTINGS))}"
-            )
-        static_path = settings.get("static_path")
-        if not static_path:
-            raise ConfigError("assetver needs the static_path setting: the directory to serve")
-        style = settings.get("assetver_url_style", "query")
-        if style not in URL_STYLES:
-            raise ConfigError(f"assetver_url_style={style!r} is not one of {URL_STYLES}")
-        stale = str(settings.get("assetver_stale", "serve"))
-        if stale not in STALE_POLICIES:
-            raise ConfigError(f"assetver_stale={stale!r} is not one of {STALE_POLICIES}")
-        host = settings.get("assetver_url_host") or ""
+    def __post_init__(self) -> None:
+        if self.url_style not in URL_STYLES:
+            raise ConfigError(f"assetver_url_style={self.url_style!r} is not one of {URL_STYLES}")
+        if self.stale not in STALE_POLICIES:
+            raise ConfigError(f"assetver_stale={self.stale!r} is not one of {STALE_POLICIES}")
+        host = self.url_host
         if host and not (
             host.startswith(("https://", "http://", "//"))
-            and "/" not in host.split("//", 1)[1].rstrip("/")
-            and host.split("//", 1)[1].strip("/")
+            and "/" not in host.split("//", 1)[1]
+            and host.split("//", 1)[1]
         ):
             raise ConfigError(
                 f"assetver_url_host={host!r} is not an origin such as https://cdn.example.com"
             )
-        max_age = settings.get("assetver_max_age", 0)
-        if type(max_age) is not int or max_age < 0:
+        if type(self.max_age) is not int or self.max_age < 0:
             raise ConfigError(
-                f"assetver_max_age={max_age!r} must be a whole number of seconds >= 0"
+                f"assetver_max_age={self.max_age!r} must be a whole number of seconds >= 0"
             )
-        memory = settings.get("assetver_memory", 32 << 20)
-        if type(memory) is not int or memory < 0:
-            raise ConfigError(f"assetver_memory={memory!r} must be a number of bytes >= 0")
-        manifest_path = settings.get("assetver_manifest")
-        return cls(
-            root=os.path.realpath(static_path),
-            prefix=settings.get("static_url_prefix", "/static/"),
-            manifest_path=os.fspath(manifest_path) if manifest_path else None,
-            url_style=style,
-            url_host=host.rstrip("/"),
-            strict=bool(settings.get("assetver_strict", False)),
-            stale=stale,
-            max_age=max_age,
-            memory=memory,
-            debug=bool(settings.get("debug")) or settings.get("static_hash_cache") is False,
-        )
+        if type(self.memory) is not int or self.memory < 0:
+            raise ConfigError(f"assetver_memory={self.memory!r} must be a number of bytes >= 0")
+        origin = self.allow_origin
+        if origin is not None and (not isinstance(origin, str) or not origin or "\n" in origin):
+            raise ConfigError(
+                f"assetver_allow_origin={origin!r} must be an origin, '*' or None to send none"
+            )
+
+    @property
+    def serve_root(self) -> str:
+        """The directory files are served from."""
+        return self.output or self.root
+
+
+@dataclass(slots=True)
+class Target:
+    """What a URL under the prefix names."""
+
+    logical: str
+    requested: str | None
+    """The digest in the file name or the ``v`` argument, if any."""
+    entry: Entry | None
+    """The manifest's entry of ``logical``, if it has one."""
 
 
 class Assets:
@@ -114,23 +107,27 @@ class Assets:
     request always sees one consistent version.
     """
 
-    def __init__(self, config: Config, manifest: Manifest) -> None:
+    def __init__(self, config: Config, manifest: Manifest, proofs: dict[str, Key]) -> None:
         self.config = config
         self.memory = Memory(config.memory)
         self._warned: set[str] = set()
         self.manifest = manifest
+        self.proofs = proofs
+        """Root mode: logical path -> stat key of the file when the bytes of its
+        manifest digest were hashed from it."""
         self.urls: dict[str, str] = {}
-        self.keys: dict[str, Key] = {}
-        """Debug mode: stat data of the files `manifest` was hashed from."""
+        self.same_root: dict[str, bool] = {}
+        """Route root (as given) -> whether it is this root (computed once per route)."""
         self.stop_watching: Callable[[], None] | None = None
         """Set while a debug watcher keeps `manifest` fresh."""
+        self.pid = os.getpid()
 
-    def set_manifest(self, manifest: Manifest) -> None:
-        self.manifest = manifest
+    def set_manifest(self, manifest: Manifest, proofs: dict[str, Key]) -> None:
+        self.manifest, self.proofs = manifest, proofs
         self.urls = {}
 
     def url(self, path: str, include_version: bool = True) -> str:
-        """Returns the URL of logical path ``path``; see `StaticFileHandler.make_static_url`."""
+        """Returns the URL of logical path ``path`` (see `make_static_url` in the adapter)."""
         config = self.config
         base = config.url_host + config.prefix
         if not include_version:
@@ -146,7 +143,7 @@ class Assets:
         return url
 
     def _missing(self, path: str, base: str) -> str:
-        source = self.config.manifest_path or f"the manifest built from {self.config.root}"
+        source = self.config.manifest_path or f"the manifest of {self.config.root}"
         if self.config.strict:
             raise AssetNotFound(
                 f"static_url({path!r}): not in {source}; fix the name or run: "
@@ -162,76 +159,58 @@ class Assets:
             self._warned.add(message)
             log.warning("%s", message)
 
-    def resolve(self, url_path: str) -> tuple[str, str | None]:
-        """Maps a URL path (prefix removed) to (logical path, digest in the file name).
+    def resolve(self, url_path: str, query_digest: str | None) -> Target:
+        """Maps a URL path (prefix removed) and its ``v`` argument to a `Target`.
 
-        A real file whose name looks hashed keeps its own name.
+        A real file whose name looks hashed keeps its own name; a hashed name of a file
+        the manifest no longer has still names it (a retained copy may serve it).
         """
-        if url_path in self.manifest:
-            return url_path, None
+        manifest = self.manifest
+        entry = manifest.get(url_path)
+        if entry is not None:
+            return Target(url_path, query_digest, entry)
         split = split_hashed(url_path)
-        if split is not None and split[0] in self.manifest:
-            return split
-        return url_path, None
+        if split is not None:
+            return Target(split[0], split[1], manifest.get(split[0]))
+        return Target(url_path, query_digest, None)
+
+    def load(self, served: str, path: str, *, key: Key | None, variants: dict[str, str]) -> Loaded:
+        """Reads the file at ``path`` (and ``variants``: coding -> path) into memory,
+        hashing it as read, and keeps it under ``served``."""
+        with open(path, "rb") as f:
+            body = f.read(MEMORY_FILE_MAX + 1)
+            mtime = os.fstat(f.fileno()).st_mtime
+        bodies = {}
+        for coding, variant in variants.items():
+            with open(variant, "rb") as f:
+                bodies[coding] = f.read(MEMORY_FILE_MAX + 1)
+        loaded = Loaded(digest_bytes(body), body, mtime, key, bodies)
+        if len(body) <= MEMORY_FILE_MAX and all(len(b) <= MEMORY_FILE_MAX for b in bodies.values()):
+            self.memory.put(served, loaded)
+        return loaded
+
+
+def check_manifest(config: Config, manifest: Manifest, found: Manifest) -> None:
+    """Reports files of ``manifest`` that ``found`` (what is on disk) does not match:
+    counts and an example, one warning; in strict mode a `.ConfigError`."""
+    missing = [p for p in manifest if p not in found]
+    differ = [p for p in manifest if p in found and found[p].digest != manifest[p].digest]
+    if not missing and not differ:
+        return
+    source = config.manifest_path or "the manifest"
+    where = config.output or config.root
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if differ:
+        parts.append(f"{len(differ)} with other bytes (e.g. {differ[0]})")
+    message = (
+        f"{source} does not match {where}: {', '.join(parts)} of {len(manifest)} files; "
+        f"those are served unversioned. Rebuild it: assetver build {config.root}"
+    )
+    if config.strict:
+        raise ConfigError(message)
+    log.warning("%s", message)
 
 
 _create_lock = threading.Lock()
-
-
-def assets_for(settings: dict[str, Any]) -> Assets:
-    """Returns the `Assets` of an Application's settings, creating them on first use.
-
-    `settings` creates them eagerly, so that bad configuration fails while the
-    Application is built and nothing is hashed after ``server.start(n)`` forks.
-    """
-    assets: Assets | None = settings.get(STATE_KEY)
-    if assets is not None:
-        return assets
-    with _create_lock:
-        assets = settings.get(STATE_KEY)
-        if assets is None:
-            config = Config.from_settings(settings)
-            manifest, keys = _initial_manifest(config)
-            assets = Assets(config, manifest)
-            assets.keys = keys
-            settings[STATE_KEY] = assets
-    return assets
-
-
-def _initial_manifest(config: Config) -> tuple[Manifest, dict[str, Key]]:
-    """Production: the manifest file, or one build now. Debug: a build now, taking
-    from the manifest file only digests of files older than it (a head start), with
-    the stat data the watcher compares against when it starts."""
-    loaded = Manifest()
-    if config.manifest_path is not None:
-        try:
-            loaded = Manifest.load(config.manifest_path)
-        except ManifestError as e:
-            raise ConfigError(f"assetver_manifest: {e}") from e
-        if not config.debug:
-            return loaded, {}
-    elif not config.debug:
-        return build(config.root).manifest, {}
-    done = refresh(
-        config.root,
-        _older_than_manifest(config, loaded),
-        exclude_paths=([config.manifest_path] if config.manifest_path else []),
-    )
-    return done.result.manifest, done.keys
-
-
-def _older_than_manifest(config: Config, loaded: Manifest) -> Manifest:
-    """The entries of ``loaded`` for files unchanged since it was written: same size,
-    mtime and ctime strictly older than the manifest file's."""
-    if config.manifest_path is None or not loaded:
-        return Manifest()
-    written = os.stat(config.manifest_path).st_mtime_ns
-    trusted = {}
-    for logical, entry in loaded.items():
-        try:
-            st = os.stat(os.path.join(config.root, logical))
-        except OSError:
-            continue
-        if st.st_mtime_ns < written and st.st_ctime_ns < written and st.st_size == entry.size:
-            trusted[logical] = entry
-    return Manifest.from_sorted(trusted)

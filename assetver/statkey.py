@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,14 +110,19 @@ def sizes_of(keys: bytes) -> list[int]:
 def read_stamp(root: str, probe_dir: str | None = None) -> Stamp:
     """Reads the clock for a build of the real root ``root``.
 
-    ``probe_dir`` is a directory the build may create a temporary file in (the state
-    directory); when it is on the root's filesystem its clock is exact there.
+    The clock is the mtime of a file created (and removed at once) in ``probe_dir``
+    (the state directory) or else in the system's temporary directory, whichever is
+    on the root's filesystem; without one, the wall clock minus `MARGIN_NS`.
     """
     wall = time.time_ns() - MARGIN_NS
     device = os.stat(root).st_dev
-    if probe_dir is not None:
+    for directory in (probe_dir, tempfile.gettempdir()):
+        if directory is None:
+            continue
         with contextlib.suppress(OSError):
-            fd, path = temp_file(probe_dir)
+            if os.stat(directory).st_dev != device:
+                continue
+            fd, path = temp_file(directory)
             try:
                 st = os.fstat(fd)
             finally:
@@ -124,7 +130,6 @@ def read_stamp(root: str, probe_dir: str | None = None) -> Stamp:
                 os.unlink(path)
             if st.st_dev == device:
                 return Stamp(st.st_mtime_ns, device, min(wall, st.st_mtime_ns - MARGIN_NS))
-            wall = min(wall, st.st_mtime_ns - MARGIN_NS)
     return Stamp(wall, device, wall)
 
 

@@ -36,8 +36,11 @@ def is_digest(text: str) -> bool:
 def is_hidden(logical_path: str) -> bool:
     """Tells whether any name in ``logical_path`` starts with a dot: dotfiles, the state
     directory and temporary files are never listed or served unless hidden files are
-    asked for (and the last two not even then: see `is_internal`)."""
-    return logical_path.startswith(".") or "/." in logical_path
+    asked for (and the last two not even then: see `is_internal`). ``.`` and ``..``
+    segments are not names: a request's traversal is refused elsewhere, as such."""
+    if not (logical_path.startswith(".") or "/." in logical_path):
+        return False
+    return any(n[:1] == "." and n not in (".", "..") for n in logical_path.split("/"))
 
 
 def is_internal(name: str) -> bool:

@@ -1,10 +1,14 @@
-"""Keeping a manifest fresh while files change: watchdog events -> debounce -> refresh.
+"""Keeping a build fresh while files change: watchdog events -> debounce -> rebuild.
 
-This is the only module that imports watchdog, and it knows nothing of Tornado: new
-manifests go to a callback, called on the watcher's own thread, so an adapter hands
-them to its event loop (``IOLoop.add_callback``). Events only say *that* something
-changed and which paths to re-hash; each rebuild re-scans the root with the filters
-of a full build, so what the callback gets always equals a fresh build of the tree.
+This is the only module that imports watchdog, and it knows neither Tornado nor what a
+rebuild is: the caller passes ``rebuild``, called on the watcher's own thread after
+each burst of changes, and hands what it makes to its event loop itself. Events only
+say *that* something changed; the rebuild's own stat keys and directory keys say what.
+
+The watcher does not go blind: the root is checked every `ALIVE_CHECK` seconds, and a
+root that was deleted and made again, replaced by a symlink, or whose symlink now
+points elsewhere is watched anew; where inotify cannot watch every directory (its
+watch limit) the root is polled instead, with one warning.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 
 from watchdog import events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -24,20 +28,17 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from . import cache
-from .build import refresh
-from .errors import AssetverError, RootError
-from .manifest import Manifest
-from .scan import STATE_DIR, TEMP_PREFIX
+from .errors import AssetverError, RootError, WatchError
+from .scan import ALL_FILES, ScanOptions
 
 log = logging.getLogger("assetver")
 
 MAX_DELAY = 1.0
 """Seconds a steady stream of events may postpone a rebuild, so that changes made
-while files keep changing still show within the issue's two-second bound."""
+while files keep changing still show within two seconds."""
 
 ALIVE_CHECK = 0.2
-"""Seconds between two calls of the ``alive`` callable while nothing changes."""
+"""Seconds between two checks of the root (and of ``alive``) while nothing changes."""
 
 POLL_INTERVAL = 0.5
 """Seconds between two snapshots of the root when inotify cannot be used."""
@@ -57,13 +58,13 @@ _EVENTS: list[type[FileSystemEvent]] = [
 _LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSYS})
 """Errors meaning "no inotify for us" (watch or instance limits) rather than a bad root."""
 
-
-class WatchError(AssetverError, RuntimeError):
-    """The watcher cannot run in this process."""
+Rebuild = Callable[[], "float | None"]
+"""Rebuilds from the tree; returns in how many seconds to rebuild again even without
+an event (files too recent to prove yet), or None."""
 
 
 def refuse_in_child(task_id: int | None) -> None:
-    """Raises `WatchError` when ``task_id`` (``tornado.process.task_id()``) is set.
+    """Raises `.WatchError` when ``task_id`` (``tornado.process.task_id()``) is set.
 
     Every forked worker would watch and re-hash the same root, and their manifests
     could disagree between requests; Tornado's autoreload refuses the same way.
@@ -76,59 +77,46 @@ def refuse_in_child(task_id: int | None) -> None:
 
 
 class Watcher:
-    """Watches ``root`` and calls ``on_change(manifest)`` after each change to it.
+    """Watches ``root`` and calls ``rebuild()`` after each change to it.
 
     A burst of events (an editor's temp file and rename, a ``git checkout``) is
     coalesced until ``debounce`` seconds pass without a new one (or `MAX_DELAY`
-    seconds after the first), then one rebuild re-hashes the changed files.
-    ``on_change`` runs on the watcher's thread, and only when the manifest differs.
-    ``manifest``, if given, replaces the initial full hash: its digests are kept for
-    files whose stat data still equals ``keys`` (files without keys: whose size
-    matches). ``exclude``, ``include_hidden`` and ``exclude_paths`` are those of
-    `assetver.build_manifest`. With ``polling`` (or when inotify's limits are
-    exhausted) the root is polled every `POLL_INTERVAL` seconds instead. With
-    ``alive``, the watcher stops by itself once ``alive()`` returns False (checked
-    every `ALIVE_CHECK` seconds): an adapter passes "is my event loop still open".
+    seconds after the first), then ``rebuild`` runs once, on the watcher's thread.
+    ``options`` say which paths matter (the scan's). With ``polling`` (or when
+    inotify's limits are too low for the tree) the root is polled every
+    `POLL_INTERVAL` seconds instead. With ``alive``, the watcher stops by itself once
+    ``alive()`` returns False: an adapter passes "is my event loop still open".
+    ``directories``, if known, is how many directories the tree has, to tell whether
+    inotify watches them all.
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         *,
-        on_change: Callable[[Manifest], object],
-        manifest: Manifest | None = None,
-        keys: Mapping[str, cache.Key] | None = None,
-        exclude: Iterable[str] = (),
-        include_hidden: bool = False,
-        exclude_paths: Iterable[str | os.PathLike[str]] = (),
+        rebuild: Rebuild,
+        options: ScanOptions = ALL_FILES,
         debounce: float = 0.05,
         polling: bool = False,
         alive: Callable[[], bool] | None = None,
+        directories: int = 0,
     ) -> None:
         self._root = os.fspath(root)
-        self._real_root = os.path.realpath(self._root)
-        self._on_change = on_change
-        self._manifest = manifest if manifest is not None else Manifest()
-        self._exclude = tuple(exclude)
-        self._include_hidden = include_hidden
-        self._exclude_paths = tuple(os.path.realpath(p) for p in exclude_paths)
+        self._rebuild = rebuild
+        self._options = options
         self._debounce = debounce
         self._polling = polling
         self._alive = alive
-        self._keys: dict[str, cache.Key] = dict(keys or {})
+        self._directories = directories
         self._pid = os.getpid()
         self._cond = threading.Condition()
-        self._changed: set[str] = set()
         self._dirty = False
         self._first_event = self._last_event = 0.0
+        self._again: float | None = None
         self._started = self._stopping = False
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def manifest(self) -> Manifest:
-        """The latest manifest; current as soon as `start` returns."""
-        return self._manifest
+        self._watched: tuple[str, int, int] | None = None
 
     @property
     def polling(self) -> bool:
@@ -136,12 +124,9 @@ class Watcher:
         return self._polling
 
     def start(self) -> None:
-        """Starts watching, then brings the manifest up to date before returning.
-
-        Watching starts first so that a change made during the initial build is
-        not lost. Raises `RootError` if the root is not a directory and
-        `WatchError` in a process forked after the watcher was made.
-        """
+        """Starts watching, then rebuilds once before returning, so that a change made
+        while the caller built is not lost. Raises `.RootError` if the root is not a
+        directory and `.WatchError` in a process forked after the watcher was made."""
         if os.getpid() != self._pid:
             raise WatchError(
                 "an assetver watcher cannot start in a process forked after it was made"
@@ -149,7 +134,7 @@ class Watcher:
         if self._started:
             raise WatchError("an assetver watcher can be started only once")
         self._started = True
-        if not os.path.isdir(self._real_root):
+        if not os.path.isdir(self._root):
             raise RootError(
                 f"static root {self._root} is not a directory; "
                 "pass the directory holding your assets"
@@ -162,7 +147,7 @@ class Watcher:
         )
         self._observer = self._start_observer()
         try:
-            self._refresh(set())
+            self._run_rebuild()
         except BaseException:
             self.stop()
             raise
@@ -176,11 +161,7 @@ class Watcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.stop()
-            if observer.is_alive():
-                observer.join()
+        self._stop_observer()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -197,16 +178,34 @@ class Watcher:
     ) -> None:
         self.stop()
 
+    def _identity(self) -> tuple[str, int, int] | None:
+        """The real root and its (device, inode), or None while it does not exist."""
+        try:
+            real = os.path.realpath(self._root)
+            st = os.stat(real)
+        except OSError:
+            return None
+        return (real, st.st_dev, st.st_ino) if os.path.isdir(real) else None
+
     def _start_observer(self) -> BaseObserver:
+        self._watched = self._identity()
+        if self._watched is None:
+            raise RootError(f"static root {self._root} does not exist")
         if not self._polling:
             observer: BaseObserver | None = None
             try:
+                before = _inotify_watches()
                 observer = Observer()
                 self._schedule(observer)
+                added = _inotify_watches() - before
+                if 0 <= added < self._directories:
+                    raise OSError(errno.ENOSPC, f"only {added} of {self._directories} directories")
                 return observer
             except OSError as e:
                 if observer is not None:
                     observer.stop()
+                    if observer.is_alive():
+                        observer.join()
                 if e.errno not in _LIMIT_ERRNOS:
                     raise
                 log.warning(
@@ -222,96 +221,105 @@ class Watcher:
         return observer
 
     def _schedule(self, observer: BaseObserver) -> None:
+        assert self._watched is not None
         observer.name = "assetver-observer"
-        observer.schedule(_Handler(self), self._real_root, recursive=True, event_filter=_EVENTS)
+        observer.schedule(_Handler(self), self._watched[0], recursive=True, event_filter=_EVENTS)
         observer.start()
 
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+
     def _notice(self, event: FileSystemEvent) -> None:
-        paths = [self._logical(event.src_path)]
-        if event.dest_path:
-            paths.append(self._logical(event.dest_path))
-        relevant = [p for p in paths if p is not None and self._matters(p)]
-        if not relevant:
+        watched = self._watched
+        if watched is None:
             return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if not any(self._matters(watched[0], os.fsdecode(p)) for p in paths):
+            return
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
         now = time.monotonic()
         with self._cond:
             if not self._dirty:
                 self._dirty = True
                 self._first_event = now
             self._last_event = now
-            self._changed.update(relevant)
             self._cond.notify()
 
-    def _logical(self, path: bytes | str) -> str | None:
-        path = os.fsdecode(path)
-        if path == self._real_root:
-            return ""
-        if not path.startswith(self._real_root + os.sep) or path in self._exclude_paths:
-            return None
-        return path[len(self._real_root) + 1 :].replace(os.sep, "/")
+    def _matters(self, real_root: str, path: str) -> bool:
+        if path == real_root:
+            return True
+        if not path.startswith(real_root + os.sep):
+            return False
+        logical = path[len(real_root) + 1 :].replace(os.sep, "/")
+        return self._options.keeps(logical)
 
-    def _matters(self, logical_path: str) -> bool:
-        for name in logical_path.split("/"):
-            if name.startswith(".") and (
-                not self._include_hidden or name == STATE_DIR or name.startswith(TEMP_PREFIX)
-            ):
-                return False
-        return True
+    def _check_root(self) -> None:
+        """Watches the root anew when it is no longer the directory being watched."""
+        now = self._identity()
+        if now == self._watched or now is None:
+            return
+        log.warning("assetver watcher: %s changed under it; watching it again", self._root)
+        self._stop_observer()
+        try:
+            self._observer = self._start_observer()
+        except (OSError, AssetverError) as e:
+            log.error("assetver watcher: cannot watch %s again: %s", self._root, e)
+            self._watched = None
+            return
+        self._mark_dirty()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stopping:
+                    now = time.monotonic()
                     if self._dirty:
                         due = min(
                             self._last_event + self._debounce,
                             self._first_event + max(self._debounce, MAX_DELAY),
                         )
-                        wait = due - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    elif self._alive is None:
-                        self._cond.wait()
-                    elif self._cond.wait(ALIVE_CHECK) or self._alive():
-                        continue
+                    elif self._again is not None:
+                        due = self._again
                     else:
+                        due = now + ALIVE_CHECK
+                    wait = due - now
+                    if wait <= 0 and (self._dirty or self._again is not None):
                         break
-                if self._stopping or not self._dirty:
+                    if self._cond.wait(min(max(wait, 0.0), ALIVE_CHECK)) or self._dirty:
+                        continue
+                    if self._alive is not None and not self._alive():
+                        self._stopping = True
+                        break
+                    self._cond.release()
+                    try:
+                        self._check_root()
+                    finally:
+                        self._cond.acquire()
+                if self._stopping:
                     break
-                changed, self._changed, self._dirty = self._changed, set(), False
+                self._dirty = False
+                self._again = None
             try:
-                self._refresh(changed - {""})
+                self._run_rebuild()
             except Exception as e:
-                # Keep the paths to re-hash for the rebuild the next event triggers.
-                with self._cond:
-                    self._changed |= changed
                 if isinstance(e, (AssetverError, OSError)):
                     log.error("assetver watcher: cannot rebuild %s: %s", self._root, e)
                 else:
                     log.exception("assetver watcher: cannot rebuild %s", self._root)
-        self.stop()
+        self._stop_observer()
 
-    def _refresh(self, changed: set[str]) -> None:
-        done = refresh(
-            self._real_root,
-            self._manifest,
-            keys=self._keys,
-            changed=changed,
-            exclude=self._exclude,
-            include_hidden=self._include_hidden,
-            exclude_paths=self._exclude_paths,
-        )
-        self._keys = done.keys
-        new = done.result.manifest
-        if new == self._manifest:
-            return
-        self._manifest = new
-        if self._thread is threading.current_thread():
-            try:
-                self._on_change(new)
-            except Exception:
-                log.exception("assetver watcher: on_change(%r) failed", new)
+    def _run_rebuild(self) -> None:
+        again = self._rebuild()
+        if again is not None:
+            with self._cond:
+                due = time.monotonic() + again
+                self._again = due if self._again is None else min(self._again, due)
 
 
 class _Handler(FileSystemEventHandler):
@@ -320,3 +328,22 @@ class _Handler(FileSystemEventHandler):
 
     def dispatch(self, event: FileSystemEvent) -> None:
         self._watcher._notice(event)
+
+
+def _inotify_watches() -> int:
+    """Counts the inotify watches this process holds (Linux), -1 elsewhere: watchdog
+    ignores a failed watch on a subdirectory, so the count is how a watch limit shows."""
+    total = 0
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return -1
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+                total += sum(1 for line in f if line.startswith(b"inotify wd:"))
+        except OSError:
+            continue
+    return total

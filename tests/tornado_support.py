@@ -13,7 +13,7 @@ from tornado.web import Application
 
 import assetver.tornado
 from assetver.hashing import digest_bytes
-from assetver.serving import STATE_KEY
+from assetver.tornado import STATE_KEY
 
 ROBOTS = b"User-agent: *\nDisallow: /\n"
 

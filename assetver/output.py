@@ -1,0 +1,631 @@
+"""The compiled output: what servers, nginx and CDNs serve, written crash-safely.
+
+Layout (DESIGN.md, "The compiled output")::
+
+    DIR/css/app.css                  current bytes (a hard link to the hashed copy)
+    DIR/css/app.<digest>.css         hashed copy: written once, never changed
+    DIR/css/app.<digest>.css.br      its variants (and DIR/css/app.css.br, linked)
+    DIR/.assetver/manifest.json      the output manifest
+    DIR/.assetver/builds/<d>.json    every retained build's manifest, named by its digest
+    DIR/.assetver/.assetver-cache    the source build cache; state: references, variants
+
+Writes are ordered so that a kill at any moment leaves DIR servable by the previous
+manifest and the next build repairs it: new hashed copies and variants first (synced),
+then the build's snapshot, then the manifest (atomically), then the current files (each
+atomically), then the ``done`` marker; pruning comes last and removes only files no
+retained build names. A no-change rebuild writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import marshal
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import astuple, dataclass, field
+from typing import Any
+
+from . import references
+from .atomic import check_target, read_regular, sync_files, write_atomic, write_copy
+from .build import BuildResult, Progress, build, build_cached
+from .errors import VANISHED, CompileError, ConfigError, OutputError
+from .hashing import digest_bytes, integrity, read_file
+from .http import SUFFIXES
+from .manifest import Entry, Manifest
+from .references import Diagnostic
+from .scan import ALL_FILES, ScanOptions, check_root
+from .urls import STATE_DIR, TEMP_PREFIX, hashed_path, is_digest
+
+log = logging.getLogger("assetver")
+
+MANIFEST = "manifest.json"
+BUILDS = "builds"
+DONE = "done"
+STATE = "state"
+CACHE = ".assetver-cache"
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CompileOptions:
+    """How a tree is compiled: root-relative references resolve under ``prefix``;
+    ``compress`` names the variants made; the hashed copies of the last ``keep`` builds
+    and of any build younger than ``keep_for`` seconds are retained; ``strict`` counts
+    unresolved references as failures; ``cycles`` is ``"error"`` or ``"leave"``."""
+
+    prefix: str = "/static/"
+    compress: Any = None
+    """A `.compress` options value; None: no variants."""
+    keep: int = 3
+    keep_for: float = 3600.0
+    strict: bool = False
+    cycles: str = "error"
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        prefix: str = "/static/",
+        compress: str = "br,gzip",
+        keep: int = 3,
+        keep_for: float = 3600.0,
+        strict: bool = False,
+        cycles: str = "error",
+    ) -> CompileOptions:
+        from . import compress as codecs
+
+        if not (prefix.startswith("/") and prefix.endswith("/")):
+            raise ConfigError(f"prefix {prefix!r} must start and end with '/', like /static/")
+        if cycles not in ("error", "leave"):
+            raise ConfigError(f"cycles={cycles!r} is not 'error' or 'leave'")
+        if keep < 0 or keep_for < 0:
+            raise ConfigError("keep and keep_for must be >= 0")
+        parsed = codecs.parse(compress)
+        return cls(prefix, parsed if parsed.codings else None, keep, keep_for, strict, cycles)
+
+    @property
+    def fingerprint(self) -> str:
+        """What, besides the tree, decides the output's bytes (retention does not)."""
+        from . import compress as codecs
+
+        compress = codecs.fingerprint(self.compress) if self.compress is not None else "none"
+        return repr((self.prefix, compress, self.strict, self.cycles))
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """What `compile_output` did."""
+
+    manifest: Manifest
+    manifest_path: str
+    output: str
+    source: BuildResult
+    written: int
+    """Hashed copies, variants and current files written."""
+    compressed: int
+    """Variants made by this build."""
+    pruned: int
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def compile_output(
+    root: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    options: ScanOptions = ALL_FILES,
+    settings: CompileOptions = CompileOptions(),
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    cache: bool = True,
+) -> Compiled:
+    """Compiles ``root`` into ``output``; see the module docstring.
+
+    Raises `.CompileError` for a reference cycle (``cycles="error"``) or a name clash,
+    `.OutputError` when ``output`` cannot be written, `.RootError` for a bad root.
+    """
+    started = time.perf_counter()
+    real_root = check_root(os.fspath(root))
+    out = _prepare(os.fspath(output), real_root)
+    state_dir = os.path.join(out, STATE_DIR)
+    with _locked(state_dir):
+        job = _Compile(real_root, out, options, settings)
+        source = (
+            build_cached(
+                real_root,
+                os.path.join(state_dir, CACHE),
+                options=options,
+                jobs=jobs,
+                copy_to=out,
+                keep=references.is_rewritable,
+                progress=progress,
+            )
+            if cache
+            else build(
+                real_root, options=options, jobs=jobs, copy_to=out, keep=references.is_rewritable
+            )
+        )
+        return job.run(source, started)
+
+
+class _Compile:
+    def __init__(self, root: str, out: str, options: ScanOptions, settings: CompileOptions) -> None:
+        self.root, self.out, self.options, self.settings = root, out, options, settings
+        self.state_dir = os.path.join(out, STATE_DIR)
+        self.manifest_path = os.path.join(self.state_dir, MANIFEST)
+        self.fingerprint = settings.fingerprint + options.fingerprint
+        self.diagnostics: list[Diagnostic] = []
+        self.written = 0
+
+    def run(self, source: BuildResult, started: float) -> Compiled:
+        previous = _load_previous(self.manifest_path)
+        done = _read(os.path.join(self.state_dir, DONE))
+        prior = _read(self.manifest_path)
+        complete = prior is not None and done == self._done_marker(prior)
+        if complete and source.unchanged and previous is not None:
+            state = _State.load(self.state_dir, self.fingerprint)
+            if state is not None:
+                return self._result(previous, source, 0, started, state.diagnostics)
+        state = _State.load(self.state_dir, self.fingerprint) or _State(self.fingerprint)
+        files = self._drop_foreign_variants(dict(source.manifest.items()))
+        entries = self._rewrite(files, source, state)
+        self._check_clashes(entries)
+        if not complete:
+            self._repair_copies(entries, files)
+        compressed = self._variants(entries, state)
+        manifest = Manifest(entries, output=True)
+        text = manifest.to_json().encode("utf-8")
+        if self.written or source.digested:
+            sync_files(self.out)
+        self._snapshot(text)
+        if prior != text:
+            write_atomic(self.manifest_path, text)
+        self._current_files(manifest, previous if complete else None)
+        state.diagnostics = [astuple(d) for d in self.diagnostics]
+        state.save(self.state_dir)
+        write_atomic(os.path.join(self.state_dir, DONE), self._done_marker(text), durable=False)
+        pruned = prune(self.out, keep=self.settings.keep, keep_for=self.settings.keep_for)
+        return self._result(manifest, source, compressed, started, state.diagnostics, pruned)
+
+    def _done_marker(self, manifest_text: bytes) -> bytes:
+        return f"{digest_bytes(self.fingerprint.encode())} {digest_bytes(manifest_text)}\n".encode()
+
+    def _result(
+        self,
+        manifest: Manifest,
+        source: BuildResult,
+        compressed: int,
+        started: float,
+        diagnostics: Iterable[Any],
+        pruned: int = 0,
+    ) -> Compiled:
+        found = [d if isinstance(d, Diagnostic) else Diagnostic(*d) for d in diagnostics]
+        return Compiled(
+            manifest,
+            self.manifest_path,
+            self.out,
+            source,
+            self.written,
+            compressed,
+            pruned,
+            found,
+            time.perf_counter() - started,
+        )
+
+    def _drop_foreign_variants(self, files: dict[str, Entry]) -> dict[str, Entry]:
+        """A ``.gz``/``.br``/``.zst`` beside its file was made by another tool: the output
+        gets its own variants, so such files are left out (with a warning)."""
+        for logical in list(files):
+            for suffix in SUFFIXES.values():
+                if logical.endswith(suffix) and logical[: -len(suffix)] in files:
+                    del files[logical]
+                    self.diagnostics.append(
+                        Diagnostic(
+                            logical,
+                            1,
+                            1,
+                            "foreign-variant",
+                            "precompressed file left out: the output makes its own variants",
+                        )
+                    )
+        return files
+
+    def _rewrite(
+        self, files: dict[str, Entry], source: BuildResult, state: _State
+    ) -> dict[str, Entry]:
+        """Entries of the output: references rewritten in Merkle order, digests and
+        sizes of the served bytes, hashed copies of rewritten files written."""
+        from . import merkle
+
+        rewritable = [p for p in files if references.is_rewritable(p)]
+        datas: dict[str, bytes] = {}
+
+        def data_of(logical: str) -> bytes:
+            data = datas.get(logical)
+            if data is None:
+                data = source.kept.get(logical)
+                if data is None:
+                    data, digest, _ = read_file(os.path.join(self.root, logical))
+                    if digest != files[logical].digest:
+                        raise CompileError(f"{logical} changed while the build ran; build again")
+                datas[logical] = data
+            return data
+
+        found_refs: dict[str, list[references.Reference]] = {}
+        for logical in rewritable:
+            digest = files[logical].digest
+            refs = state.refs_of(digest)
+            if refs is None:
+                refs = references.scan(logical, data_of(logical)) or []
+                state.remember_refs(digest, refs)
+            found_refs[logical] = refs
+        lookup = self._lookup(files)
+        resolved = {
+            p: [
+                (r, references.resolve(r, p, prefix=self.settings.prefix, lookup=lookup))
+                for r in refs
+            ]
+            for p, refs in found_refs.items()
+        }
+        result = merkle.compile_tree(
+            resolved,
+            data_of=data_of,
+            digest_of=lambda p: files[p].digest,
+            hexdigest=digest_bytes,
+            cycles=self.settings.cycles,
+            reuse=state.outputs,
+        )
+        self.diagnostics += result.diagnostics
+        entries: dict[str, Entry] = {}
+        for logical, entry in files.items():
+            done = result.files.get(logical)
+            if done is None:
+                extra: dict[str, Any] = {"hashed": hashed_path(logical, entry.digest)}
+                entries[logical] = Entry(entry.digest, entry.size, extra)
+                continue
+            hashed = hashed_path(logical, done.digest)
+            if done.data is not None:
+                if write_copy(os.path.join(self.out, hashed), done.data):
+                    self.written += 1
+                state.outputs[logical] = (
+                    done.key,
+                    done.digest,
+                    done.size,
+                    integrity(done.data),
+                    done.deps,
+                )
+            _, _, _, sri, deps = state.outputs[logical]
+            extra = {"hashed": hashed, "integrity": sri}
+            if deps:
+                extra["deps"] = list(deps)
+            entries[logical] = Entry(done.digest, done.size, extra)
+        return entries
+
+    def _lookup(self, files: dict[str, Entry]) -> Callable[[str], str]:
+        def lookup(logical: str) -> str:
+            if logical in files:
+                return "ok"
+            try:
+                os.stat(os.path.join(self.root, logical))
+            except OSError:
+                return "missing"
+            return "excluded"
+
+        return lookup
+
+    def _check_clashes(self, entries: dict[str, Entry]) -> None:
+        for logical, entry in entries.items():
+            hashed = entry.hashed
+            if hashed != logical and hashed in entries:
+                raise CompileError(
+                    f"{hashed} is both a file of the tree and the hashed copy of {logical}; "
+                    f"rename one, or exclude it with --exclude '{hashed}'"
+                )
+
+    def _repair_copies(self, entries: dict[str, Entry], files: dict[str, Entry]) -> None:
+        """After an interrupted build, hashed copies the cache takes for granted may be
+        missing: those are copied again from the tree (hashed as copied)."""
+        from .statkey import NEVER
+        from .workers import Job, digest_one
+
+        copy = Job(self.root.rstrip("/") + "/", NEVER, self.out + "/")
+        for logical, entry in entries.items():
+            if entry.hashed is None or os.path.exists(os.path.join(self.out, entry.hashed)):
+                continue
+            if references.is_rewritable(logical):
+                continue
+            try:
+                digest, _, _ = digest_one(copy, logical)
+            except VANISHED:
+                continue
+            if digest != files[logical].digest:
+                raise CompileError(f"{logical} changed while the build ran; build again")
+            self.written += 1
+
+    def _variants(self, entries: dict[str, Entry], state: _State) -> int:
+        """Writes the variants of every hashed copy that lacks them (never recompressing
+        one whose key is recorded) and records them in the entries."""
+        settings = self.settings.compress
+        if settings is None:
+            return 0
+        from . import compress as codecs
+
+        todo: list[tuple[str, str]] = []
+        for logical, entry in entries.items():
+            hashed = entry.hashed
+            assert hashed is not None
+            if not codecs.should_compress(logical, entry.size):
+                continue
+            known = state.variants_of(hashed, settings)
+            if known is None or not all(
+                os.path.exists(os.path.join(self.out, hashed + SUFFIXES[c])) for c in known
+            ):
+                todo.append((logical, hashed))
+        made = 0
+        if todo:
+            items = []
+            for logical, hashed in todo:
+                data = read_regular(os.path.join(self.out, hashed))
+                if digest_bytes(data) != entries[logical].digest:
+                    raise OutputError(
+                        f"{os.path.join(self.out, hashed)} does not hash to its name; "
+                        "delete it and build again"
+                    )
+                items.append((hashed, data))
+            for hashed, variants in codecs.compress_all(items, settings).items():
+                sizes = {}
+                for coding, data in variants.items():
+                    path = os.path.join(self.out, hashed + SUFFIXES[coding])
+                    write_atomic(path, data, durable=False)
+                    sizes[coding] = len(data)
+                    made += 1
+                    self.written += 1
+                state.record_variants(hashed, settings, sizes)
+        for logical, entry in entries.items():
+            assert entry.hashed is not None
+            sizes = state.variants_of(entry.hashed, settings) or {}
+            if sizes and codecs.should_compress(logical, entry.size):
+                entries[logical] = Entry(
+                    entry.digest, entry.size, {**entry.extra, "variants": dict(sizes)}
+                )
+        return made
+
+    def _snapshot(self, text: bytes) -> None:
+        """Records this build for retention: its manifest under its digest (touched when
+        it exists already, so that its age counts from this build)."""
+        path = os.path.join(self.state_dir, BUILDS, digest_bytes(text) + ".json")
+        if os.path.exists(path):
+            os.utime(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, text)
+
+    def _current_files(self, manifest: Manifest, previous: Manifest | None) -> None:
+        """Points each logical path at its hashed copy (and its variants), atomically,
+        where it changed; removes the current files of paths the tree no longer has."""
+        for logical, entry in manifest.items():
+            old = previous.get(logical) if previous is not None else None
+            if old is not None and old.digest == entry.digest and old.variants == entry.variants:
+                continue
+            assert entry.hashed is not None
+            self._link(entry.hashed, logical)
+            for coding, suffix in SUFFIXES.items():
+                if coding in entry.variants:
+                    self._link(entry.hashed + suffix, logical + suffix)
+                elif old is not None and coding in old.variants:
+                    _unlink(os.path.join(self.out, logical + suffix))
+        if previous is not None:
+            for logical, old in previous.items():
+                if logical not in manifest:
+                    _unlink(os.path.join(self.out, logical))
+                    for coding in old.variants:
+                        _unlink(os.path.join(self.out, logical + SUFFIXES[coding]))
+
+    def _link(self, hashed: str, logical: str) -> None:
+        source, target = os.path.join(self.out, hashed), os.path.join(self.out, logical)
+        check_target(target, "output file")
+        temp = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.getpid()}-link.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        try:
+            os.link(source, temp)
+        except OSError:
+            write_atomic(target, read_regular(source), durable=False)
+        else:
+            os.replace(temp, target)
+        self.written += 1
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        return read_regular(path)
+    except OSError:
+        return None
+
+
+def _load_previous(path: str) -> Manifest | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        manifest = Manifest.from_json(text, source=path)
+    except ValueError:
+        return None
+    return manifest if manifest.output else None
+
+
+def _prepare(output: str, real_root: str) -> str:
+    """Returns the real path of the output directory, made if missing; refuses one that
+    overlaps the root, or a path that is not a directory."""
+    if not output:
+        raise OutputError("output directory is empty; pass the directory to compile into")
+    out = os.path.realpath(output)
+    for a, b, what in ((out, real_root, "inside the root"), (real_root, out, "around the root")):
+        if a == b or a.startswith(b.rstrip("/") + "/"):
+            raise OutputError(
+                f"output {output} is {what} {real_root}; choose a directory outside it"
+            )
+    try:
+        os.makedirs(os.path.join(out, STATE_DIR), exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"cannot create output {output}: {e.strerror}; choose a writable directory"
+        ) from e
+    ignore = os.path.join(out, STATE_DIR, ".gitignore")
+    if not os.path.exists(ignore):
+        write_atomic(
+            ignore, b"# made by assetver: its cache and state are machine data\n*\n", durable=False
+        )
+    return out
+
+
+@contextlib.contextmanager
+def _locked(state_dir: str) -> Any:
+    """Serialises builds into one output (a second waits for the first)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock: builds are not serialised
+        yield
+        return
+    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class _State:
+    """What the next build of an output can reuse: references found in each source
+    digest, rewritten outputs, and the variants written with their codec keys."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        self.refs: dict[str, list[tuple[Any, ...]]] = {}
+        self.outputs: dict[str, tuple[Any, ...]] = {}
+        self.variants: dict[str, tuple[str, dict[str, int]]] = {}
+        self.diagnostics: list[tuple[Any, ...]] = []
+
+    @classmethod
+    def load(cls, state_dir: str, fingerprint: str) -> _State | None:
+        try:
+            data = marshal.loads(read_regular(os.path.join(state_dir, STATE)))
+            if data["version"] != _STATE_VERSION or data["fingerprint"] != fingerprint:
+                return None
+            state = cls(fingerprint)
+            state.refs, state.outputs, state.variants = (
+                data["refs"],
+                data["outputs"],
+                data["variants"],
+            )
+            state.diagnostics = data["diagnostics"]
+            return state
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            return None
+
+    def save(self, state_dir: str) -> None:
+        data = {
+            "version": _STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "refs": self.refs,
+            "outputs": self.outputs,
+            "variants": self.variants,
+            "diagnostics": self.diagnostics,
+        }
+        write_atomic(os.path.join(state_dir, STATE), marshal.dumps(data), durable=False)
+
+    def refs_of(self, digest: str) -> list[references.Reference] | None:
+        found = self.refs.get(digest)
+        return None if found is None else [references.Reference(*r) for r in found]
+
+    def remember_refs(self, digest: str, refs: list[references.Reference]) -> None:
+        self.refs[digest] = [astuple(r) for r in refs]
+
+    def variants_of(self, hashed: str, settings: Any) -> dict[str, int] | None:
+        from . import compress as codecs
+
+        found = self.variants.get(hashed)
+        if found is None or found[0] != codecs.fingerprint(settings):
+            return None
+        return found[1]
+
+    def record_variants(self, hashed: str, settings: Any, sizes: dict[str, int]) -> None:
+        from . import compress as codecs
+
+        self.variants[hashed] = (codecs.fingerprint(settings), sizes)
+
+
+def prune(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
+    """Removes the hashed copies and variants that no retained build of ``output`` names
+    (builds beyond the newest ``keep`` and older than ``keep_for`` seconds; the current
+    build is always retained) and returns how many files it removed."""
+    builds_dir = os.path.join(output, STATE_DIR, BUILDS)
+    try:
+        names = [n for n in os.listdir(builds_dir) if n.endswith(".json") and is_digest(n[:-5])]
+    except FileNotFoundError:
+        return 0
+    current = _read(os.path.join(output, STATE_DIR, MANIFEST))
+    current_name = digest_bytes(current) + ".json" if current is not None else None
+    aged = sorted(((os.stat(os.path.join(builds_dir, n)).st_mtime, n) for n in names), reverse=True)
+    now = time.time()
+    kept, dropped = [], []
+    earlier = 0
+    for mtime, name in aged:
+        if name == current_name:
+            kept.append(name)
+        elif earlier < keep or now - mtime < keep_for:
+            kept.append(name)
+            earlier += 1
+        else:
+            dropped.append(name)
+    if not dropped:
+        return 0
+    alive: set[str] = set()
+    if current is not None:
+        for logical, entry in json.loads(current).get("files", {}).items():
+            alive.add(logical)
+            alive.update(logical + SUFFIXES[c] for c in entry.get("variants", {}) if c in SUFFIXES)
+    for name in kept:
+        alive |= _files_of(os.path.join(builds_dir, name))
+    removed = 0
+    for name in dropped:
+        for path in _files_of(os.path.join(builds_dir, name)) - alive:
+            try:
+                os.unlink(os.path.join(output, path))
+                removed += 1
+            except FileNotFoundError:
+                pass
+        os.unlink(os.path.join(builds_dir, name))
+    return removed
+
+
+def _files_of(snapshot: str) -> set[str]:
+    """The hashed copies and variants a build's manifest names."""
+    data = json.loads(read_regular(snapshot))
+    files = set()
+    for entry in data.get("files", {}).values():
+        hashed = entry.get("hashed")
+        if not hashed:
+            continue
+        files.add(hashed)
+        files.update(hashed + SUFFIXES[c] for c in entry.get("variants", {}) if c in SUFFIXES)
+    return files
+
+
+def clean(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
+    """`prune` for ``assetver clean``: checks ``output`` is an output first."""
+    if not os.path.isfile(os.path.join(output, STATE_DIR, MANIFEST)):
+        raise OutputError(
+            f"{output} has no {STATE_DIR}/{MANIFEST}: not a compiled output; "
+            "pass the directory given to assetver build -o"
+        )
+    with _locked(os.path.join(output, STATE_DIR)):
+        return prune(output, keep=keep, keep_for=keep_for)
