@@ -45,13 +45,18 @@ class BuildResult:
     seconds: float
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(logical path, reason) of entries left out with a warning."""
-    listed: bool = True
-    """False when no directory was listed: the cache showed every one unchanged, so
-    only the files were stat'ed."""
+    relisted: int = 0
+    """Directories listed: 0 when the cache showed every one unchanged, so only the
+    files were stat'ed; on a rebuild, those that changed."""
     kept: dict[str, bytes] = field(default_factory=dict)
     """The bytes of the files ``keep`` asked for, of those read by this build."""
     unchanged: bool = False
     """True when the tree is exactly as the ``previous`` cache recorded it."""
+
+    @property
+    def listed(self) -> bool:
+        """Whether any directory was listed."""
+        return self.relisted > 0
 
 
 def default_jobs() -> int:
@@ -121,7 +126,7 @@ def build(
         reused=len(files) - outcome.digested,
         seconds=time.perf_counter() - started,
         skipped=outcome.skipped,
-        listed=outcome.listed,
+        relisted=outcome.relisted,
         kept=run.kept,
         unchanged=unchanged,
     )
@@ -139,7 +144,7 @@ class _Outcome:
     digested: int
     dirs: list[tuple[str, DirKey]] | None
     skipped: list[tuple[str, str]]
-    listed: bool = True
+    relisted: int = 0
 
 
 class _Run:
@@ -173,6 +178,7 @@ class _Run:
             len(paths),
             found.dirs if found.plain else None,
             found.skipped,
+            len(found.dirs),
         )
 
     def rescan(self, real_root: str, options: ScanOptions, previous: Cache) -> _Outcome:
@@ -180,7 +186,9 @@ class _Run:
         key matches the cache keep their digest."""
         found = ScanResult(real_root)
         files = [f for batch in walk(found, options) for f in batch]
-        return self._reuse(files, [], b"", previous, found)
+        outcome = self._reuse(files, [], b"", previous, found)
+        outcome.relisted = len(found.dirs)
+        return outcome
 
     def relist(
         self, real_root: str, options: ScanOptions, previous: Cache, listing: Listing
@@ -190,11 +198,12 @@ class _Run:
         if not listing.relist:
             outcome = self._reuse_listed(listing.paths, listing.keys, previous)
             outcome.dirs = list(listing.dirs)
-            outcome.listed = False
             return outcome
         found.dirs = list(listing.dirs)
         walked = [f for batch in walk(found, options, listing.relist, listing.known) for f in batch]
-        return self._reuse(walked, listing.paths, listing.keys, previous, found)
+        outcome = self._reuse(walked, listing.paths, listing.keys, previous, found)
+        outcome.relisted = len(found.dirs) - len(listing.dirs)
+        return outcome
 
     def _reuse_listed(self, paths: list[str], keys: bytes, previous: Cache) -> _Outcome:
         """The cached files, every directory unchanged: same paths, compared by index."""

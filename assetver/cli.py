@@ -339,16 +339,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 f"-o {out}: -o now names the output directory to compile into; "
                 f"name the manifest with -m {out}"
             )
-    manifest_path = args.manifest or (
-        default_manifest_path(args.root) if args.output is None else None
-    )
-    if manifest_path is not None:
-        check_target(manifest_path, "manifest")
+    if args.manifest is not None:
+        check_target(args.manifest, "manifest")
     progress = _Progress(sys.stderr) if not args.quiet else None
     try:
         if args.output is not None:
             summary, code = _compile(args, progress)
         else:
+            manifest_path = args.manifest or default_manifest_path(args.root)
+            check_target(manifest_path, "manifest")
             summary, code = _build(args, manifest_path, progress)
     finally:
         if progress is not None:
@@ -416,7 +415,7 @@ def _compile(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any], i
         warnings=len(compiled.diagnostics),
         seconds=round(compiled.seconds, 3),
     )
-    unresolved = args.strict and any(d.unresolved for d in compiled.diagnostics)
+    unresolved = args.strict and bool(compiled.unresolved)
     return summary, EXIT_STALE if unresolved else EXIT_OK
 
 

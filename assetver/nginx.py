@@ -1,67 +1,81 @@
-"""nginx configuration that serves the static root with assetver's caching policy.
+"""nginx configuration that serves a root or a compiled output with assetver's policy.
 
-`render` returns text for nginx's ``http { }`` context (a file to ``include`` there or
-drop in ``conf.d/``): the ``map`` blocks, an optional ``upstream`` of Tornado
-processes laid out like Tornado's deployment guide, and a ``server`` that serves the
-prefix from the root. ``part="http"`` and ``part="server"`` split it for users who
-already have a ``server { }``: the first goes in ``http { }``, the second inside the
-existing ``server { }``.
+`render` returns text for nginx's ``http { }`` context: ``map`` blocks, an optional
+``upstream`` of Tornado processes (as in Tornado's deployment guide) and a ``server``
+serving the prefix. ``part="http"`` goes in ``http { }`` and ``part="server"`` inside an
+existing ``server { }``. The policy is `assetver.policy`'s, as the handler applies it:
+exactly one ``Cache-Control: public, max-age=31536000, immutable`` and a far-future
+``Expires`` only for bytes proven to be the digest in the URL; other served bytes
+``no-cache`` (``max_age`` applies to unversioned URLs only); errors ``no-store``; a
+stale or forged digest gets the ``stale`` policy (``serve``, ``redirect``, ``404``).
 
-The policy matches `assetver.tornado.StaticFileHandler`:
+**Output** (``manifest.output``): nothing is listed, so a new build into the same DIR
+needs no reload. A URL names a hashed copy (``app.<d>.css`` itself, or ``app.css?v=<d>``
+mapped by regular expressions to ``app.<d>.css`` as `urls.hashed_path` does); the copy
+is served when it exists, current or retained, since a hashed copy is content-addressed.
+Immutability is decided from the file ``try_files`` served (``$uri`` read first in
+``add_header``), never from the URL. Variants: ``gzip_static`` and, with ``brotli``,
+``brotli_static`` (Debian's libnginx-mod-http-brotli-static); zstd variants are served by
+Tornado only (nginx has no stock module). ``stale="redirect"`` sends the *unversioned*
+URL (the configuration knows no digests; the handler sends the current versioned URL)
+and answers 404 for names that need percent-encoding. The manifest only lists its
+logical paths that look hashed (``x.0123456789abcdef.js``), never immutable: regenerate
+the configuration when a build adds one.
 
-* a URL carrying the current digest (``/static/css/app.css?v=<digest>`` in query
-  style, ``/static/css/app.<digest>.css`` in filename style) gets exactly one
-  ``Cache-Control: public, max-age=31536000, immutable`` and a far-future ``Expires``
-  (``add_header`` from maps; nginx's ``expires`` is not used because it adds a second
-  ``Cache-Control``);
-* no digest, a stale or a forged one: the current bytes with ``Cache-Control:
-  no-cache`` (or ``public, max-age=N`` with ``max_age``), revalidated by nginx's ETag;
-  hashed names of either style with a digest that is not current map to the current
-  file, as the handler does;
-* errors (404 under the prefix, dotfiles, the manifest) get ``Cache-Control: no-store``.
+**Root** (version 1 manifest, files served in place): maps from the manifest hold the
+current URLs, so regenerate and reload when it changes, and deploy to a new root rather
+than over the old one. nginx cannot prove a root's ``.gz``/``.br`` files hold the
+current bytes: precompressed variants are served from an output only.
 
-How the digest is checked: a map generated from the manifest takes the decoded, normalised
-``$uri`` (and ``$arg_v`` in query style, as ``"$arg_v $uri"``: nginx rejects spaces in the
-request line, so the first space ends the raw argument) to the logical path of the file
-whose current digest that is, and ``try_files`` serves that file. nginx compares map keys
-case-insensitively, so a hit always serves the file the digest was computed from. The
-hash tables are sized for the manifest with ``map_hash_max_size`` and
-``map_hash_bucket_size``; those are ``http``-level and must precede every other ``map``,
-so include the ``http`` part before your own maps.
-
-nginx cannot check that a file still has its manifest digest: regenerate the
-configuration and reload nginx whenever the manifest changes, and deploy new files to a
-new root rather than over the old one, so that an old digest never names new bytes.
+Both: ``disable_symlinks on`` (nginx serves no symlinked file, where the handler serves
+links inside the root); hidden names (`urls.is_hidden`) and ``deny`` get 404; media types
+come from `http.TYPES` (a ``types`` block replaces the host's table: other extensions are
+``application/octet-stream``). ``Access-Control-Allow-Origin`` goes on 200, 206, 304 and
+416. nginx adds headers before it finds a range unsatisfiable and keeps them on the 416,
+so a request with a ``Range`` header gets ``no-store`` (where the handler's 206 is
+``immutable``). ``open_file_cache`` entries are revalidated every second.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Sequence
+from urllib.parse import quote
 
 from .errors import ConfigError
+from .http import TYPES
 from .manifest import Manifest
-from .policy import IMMUTABLE, NO_STORE, REVALIDATE
-from .urls import hashed_path
+from .policy import CACHEABLE_CODES, STALE_POLICIES, Status, cache_control
+from .urls import DIGEST_PATTERN, hashed_path, is_digest, is_hidden, split_hashed
 
 STYLES = ("query", "filename")
 PARTS = ("all", "http", "server")
 
 FAR_FUTURE = "Thu, 31 Dec 2037 23:55:55 GMT"
-"""The ``Expires`` value of current versions: the date nginx's ``expires max`` sends."""
+"""The ``Expires`` value of immutable responses: the date nginx's ``expires max`` sends."""
 
 UPSTREAM_NAME = "assetver_frontends"
 MAX_BODY_SIZE = "50m"
+STALE_LOCATION = "@assetver_stale"
 
-_DIGEST_RE = re.compile(r"[0-9a-f]{16}\Z")
 _PREFIX_RE = re.compile(r"/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)+\Z")
 _ADDRESS_RE = re.compile(
     r"(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):)?[0-9]{1,5}\Z|unix:/[^\s;{}\"'$]+\Z"
 )
 _SERVER_NAME_RE = re.compile(r"[A-Za-z0-9.*~^:_-]+\Z")
+_ORIGIN_RE = re.compile(r"[A-Za-z0-9*:/._~%+\[\]-]+\Z")
 _SPECIAL_RE = re.compile(r'[\\"\n\r\t$]')
-_HASHED_RE = r"\.[0-9a-f]{16}(\.[^./]+)?$"
-_CACHEABLE_STATUSES = ("200", "206", "304")
+
+_STEM = "[^./][^/]*"
+"""A name's part before its last extension, for names not starting with a dot."""
+_BARE = "[^./][^/.]*"
+"""A name without an extension."""
+_EXT = r"\.[^./]*"
+_HAS_V = r"~*(?:^|&)v(?:=|&|$)"
+"""A ``v`` argument, as nginx's case-insensitive ``$arg_v`` finds it, empty or not."""
+_SAFE_URI = r"~^[A-Za-z0-9._~!$&'()*+,;=:@/-]+$"
+"""A decoded URI that is its own percent-encoding, so it can go in a Location."""
 
 
 def render(
@@ -77,23 +91,23 @@ def render(
     brotli: bool = False,
     max_age: int = 0,
     deny: Iterable[str] = (),
+    stale: str = "serve",
+    allow_origin: str | None = "*",
     open_file_cache: int = 256,
 ) -> str:
-    """Returns nginx configuration for ``manifest``, whose files live in ``root``.
+    """Returns nginx configuration serving ``manifest`` from ``root``.
 
-    ``root`` is the absolute path of the static directory; ``prefix`` the URL prefix
-    (Tornado's ``static_url_prefix``); ``style`` which URLs are current: ``"query"``
-    (``?v=<digest>``) or ``"filename"`` (``app.<digest>.css``). ``listen`` and
-    ``server_name`` go in the ``server``. Each of ``upstreams`` (``ADDR:PORT``) is a
-    Tornado process that gets every request outside the prefix, as in Tornado's
-    deployment guide. ``part`` is ``"all"``, ``"http"`` (maps and upstream only) or
-    ``"server"`` (locations only). ``brotli`` adds ``brotli_static on`` (needs the
-    ngx_brotli module). ``max_age`` is how long unversioned responses may be cached
-    (0: ``no-cache``). ``deny`` lists logical paths never served (a manifest kept in
-    the root under a name without a dot). ``open_file_cache`` is how many open files
-    and failed look-ups each worker keeps, revalidated every second (0: none); it takes
-    the extra look-ups of ``try_files`` and ``gzip_static`` off the request path. Raises
-    `.ConfigError` for invalid values.
+    ``root`` is the absolute path of the static root, or of the output DIR when
+    ``manifest.output``; ``prefix`` the URL prefix; ``style`` which URLs of a root are
+    current (``"query"``: ``?v=<digest>``, ``"filename"``: ``app.<digest>.css``; an
+    output serves both). ``listen`` and ``server_name`` go in the ``server``; each of
+    ``upstreams`` (``ADDR:PORT``) is a Tornado process that gets every request outside
+    the prefix. ``part`` is ``"all"``, ``"http"`` or ``"server"``. ``brotli`` serves an
+    output's ``.br`` variants. ``max_age`` is how long unversioned responses may be
+    cached (0: ``no-cache``); ``deny`` lists logical paths never served; ``stale`` is
+    one of `policy.STALE_POLICIES`; ``allow_origin`` the ``Access-Control-Allow-Origin``
+    value (None: no header); ``open_file_cache`` how many open files and failed
+    look-ups each worker keeps (0: none). Raises `.ConfigError` for invalid values.
     """
     _check(root=root, prefix=prefix, style=style, listen=listen, server_name=server_name)
     if part not in PARTS:
@@ -105,17 +119,38 @@ def render(
         raise ConfigError(f"max_age={max_age!r} must be a whole number of seconds >= 0")
     if type(open_file_cache) is not int or open_file_cache < 0:
         raise ConfigError(f"open_file_cache={open_file_cache!r} must be a number of files >= 0")
-    denied = set(deny)
+    if stale not in STALE_POLICIES:
+        raise ConfigError(f"stale={stale!r} is not one of {STALE_POLICIES}")
+    if allow_origin is not None and not _ORIGIN_RE.match(allow_origin):
+        raise ConfigError(f"allow_origin {allow_origin!r} is not *, null or an origin")
+    if brotli and not manifest.output:
+        raise ConfigError(
+            "brotli variants are served from an output only (a root's .br files are not "
+            "proven to hold the current bytes): compile one with assetver build ROOT --output DIR"
+        )
+    denied = {d for d in deny if not is_hidden(d)}
+    if manifest.output:
+        maps, try_files = _output_maps(manifest, prefix=prefix, stale=stale)
+    else:
+        maps, try_files = _root_maps(manifest, prefix=prefix, style=style, stale=stale, deny=denied)
     out: list[str] = []
     if part in ("all", "http"):
-        out += _http_part(
-            manifest, root=root, prefix=prefix, style=style, max_age=max_age, deny=denied
-        )
-        if upstreams:
-            out += _upstream(upstreams)
+        out += [*maps, *_header_maps(max_age)]
+        if "${assetver_dollar}" in "".join(maps) or "$" in root:
+            out += ['geo $assetver_dollar { default "$"; }', ""]
+        out += _upstream(upstreams) if upstreams else []
     if part == "http":
         return "\n".join(out).rstrip("\n") + "\n"
-    locations = _locations(root, prefix, denied, brotli=brotli, file_cache=open_file_cache)
+    locations = _locations(
+        root,
+        prefix,
+        denied,
+        try_files=f"{try_files} {STALE_LOCATION if stale == 'redirect' else '=404'}",
+        variants=manifest.output,
+        brotli=brotli,
+        allow_origin=allow_origin,
+        file_cache=open_file_cache,
+    )
     if upstreams or part == "all":
         locations += _root_location(upstreams)
     if part == "server":
@@ -146,91 +181,150 @@ def _check(*, root: str, prefix: str, style: str, listen: str, server_name: str 
         raise ConfigError(f"server name {server_name!r} is not a list of host names")
 
 
-def _http_part(
-    manifest: Manifest, *, root: str, prefix: str, style: str, max_age: int, deny: set[str]
-) -> list[str]:
-    pairs = sorted(_current_pairs(manifest, prefix=prefix, style=style, deny=deny).items())
-    needs_dollar = "$" in root or any("$" in value for _, value in pairs)
-    max_size, bucket_size = _hash_sizes(len(k.encode("utf-8", "surrogateescape")) for k, _ in pairs)
-    source = '"$arg_v $uri"' if style == "query" else "$uri"
-    out = [
-        f"# assetver: {len(pairs)} current {style}-style URLs under {prefix}",
-        f"map_hash_max_size {max_size};",
-        f"map_hash_bucket_size {bucket_size};",
-        "",
-    ]
-    if needs_dollar:
-        out += ['geo $assetver_dollar { default "$"; }', ""]
-    out.append(f"map {source} $assetver_file {{")
-    out.append('    default "";')
-    out += [f"    {_quote(key)} {_quote(value, variables=True)};" for key, value in pairs]
-    out.append("}")
-    out += [
-        "",
-        "map $uri $assetver_unhashed {",
-        '    default "";',
-        f"    {_quote('~^' + re.escape(prefix) + '(.+)' + _HASHED_RE)} {_quote(prefix + '$1$2')};",
-        "}",
-        "",
-        "map $assetver_file $assetver_current {",
-        '    "" 0;',
-        "    default 1;",
-        "}",
-        "",
-    ]
-    revalidate = f"public, max-age={max_age}" if max_age else REVALIDATE
-    out.append('map "$status$assetver_current" $assetver_cache_control {')
-    out.append(f"    default {_quote(NO_STORE)};")
-    for status in _CACHEABLE_STATUSES:
-        out.append(f"    {status}1 {_quote(IMMUTABLE)};")
-        out.append(f"    {status}0 {_quote(revalidate)};")
-    out += ["}", "", 'map "$status$assetver_current" $assetver_expires {', '    default "";']
-    out += [f"    {status}1 {_quote(FAR_FUTURE)};" for status in _CACHEABLE_STATUSES]
-    out += ["}", ""]
-    return out
+def _shapes(prefix: str) -> list[tuple[str, str]]:
+    """Returns the hashed paths under ``prefix`` as (regex, what it captures as the
+    path it is a hashed copy of): `urls.split_hashed` for names not starting with a
+    dot, the digest before the last extension, else at the end of the name."""
+    head = re.escape(prefix) + "(?:.*/)?"
+    digest = r"\." + DIGEST_PATTERN
+    return [(f"({head}{_STEM}){digest}({_EXT})", "$1$2"), (f"({head}{_BARE}){digest}", "$1")]
 
 
-def _current_pairs(
-    manifest: Manifest, *, prefix: str, style: str, deny: set[str]
-) -> dict[str, str]:
-    """Returns map key -> logical path of every current URL, one per case-folded key."""
-    pairs: dict[str, str] = {}
-    seen: set[str] = set()
+def _map(source: str, name: str, default: str, entries: Iterable[tuple[str, str]]) -> list[str]:
+    lines = [f"map {source} ${name} {{", f"    default {default};"]
+    lines += [f"    {key} {value};" for key, value in entries]
+    return [*lines, "}", ""]
+
+
+def _looking_hashed(manifest: Manifest, prefix: str) -> list[str]:
+    """Returns the quoted URIs of logical paths whose names look hashed: each is a
+    file of its own, never the hashed copy its name suggests."""
+    return sorted(_quote(prefix + p) for p in manifest if split_hashed(p) and not is_hidden(p))
+
+
+def _output_maps(manifest: Manifest, *, prefix: str, stale: str) -> tuple[list[str], str]:
+    shapes = _shapes(prefix)
+    own = _looking_hashed(manifest, prefix)
+    head = re.escape(prefix) + "(?:.*/)?"
+    copy = [(_quote(f"~^[^&]*&{regex}$"), "$uri") for regex, _ in shapes]
+    copy += [
+        (_quote(f"~^({DIGEST_PATTERN})&({head}{_STEM})({_EXT})$"), '"$2.$1$3"'),
+        (_quote(f"~^({DIGEST_PATTERN})&({head}{_BARE})$"), '"$2.$1"'),
+    ]
+    served = [(uri, "$assetver_asked") for uri in own]
+    served += [(_quote(f"~^{regex}$"), Status.CURRENT.value) for regex, _ in shapes]
+    requested = '"$assetver_copy$assetver_has_v"'
+    out = [f"# assetver: the output under {prefix}, nothing listed: a new build needs no reload"]
+    out += _hash_sizes(own)
+    out += ["# the hashed copy a URL names: itself, or app.<v>.css for app.css?v=<v>"]
+    out += _map('"$arg_v&$uri"', "assetver_copy", '""', copy)
+    out += _map("$args", "assetver_has_v", '""', [(_quote(_HAS_V), "v")])
+    out += _map(requested, "assetver_asked", Status.STALE.value, [('""', Status.ABSENT.value)])
+    out += ["# read first in add_header, where $uri is the file try_files served"]
+    out += _map("$uri", "assetver_status", "$assetver_asked", served)
+    if stale != "404":
+        logical = [(_quote(f"~^{regex}$"), f'"{capture}"') for regex, capture in shapes]
+        out += _map("$uri", "assetver_logical", "$uri", logical)
+    if stale == "serve":
+        return out, "$assetver_copy $assetver_logical"
+    out += _map(requested, "assetver_absent", '""', [('""', "$uri")])
+    if stale == "redirect":
+        out += _map(
+            "$assetver_logical", "assetver_target", '""', [(_quote(_SAFE_URI), "$assetver_logical")]
+        )
+        out += _map("$assetver_absent", "assetver_redirect", '""', [('""', "$assetver_target")])
+    return out, "$assetver_copy $assetver_absent"
+
+
+def _root_maps(
+    manifest: Manifest, *, prefix: str, style: str, stale: str, deny: set[str]
+) -> tuple[list[str], str]:
+    files: dict[str, tuple[str, str]] = {}
+    entries: dict[str, tuple[str, str]] = {}
     for logical, entry in manifest.items():
-        if logical in deny or _is_hidden(logical):
+        if logical in deny or is_hidden(logical):
             continue
-        if not _DIGEST_RE.match(entry.digest):
+        if not is_digest(entry.digest):
             raise ConfigError(f"{logical!r} has a malformed digest {entry.digest!r}")
-        if style == "query":
-            key = f"{entry.digest} {prefix}{logical}"
-        else:
-            key = prefix + hashed_path(logical, entry.digest)
-        folded = key.lower()
-        if folded not in seen:
-            seen.add(folded)
-            pairs[key] = logical
-    return pairs
+        hashed = prefix + hashed_path(logical, entry.digest)
+        key = f"{entry.digest} {prefix}{logical}" if style == "query" else hashed
+        url = f"{prefix}{quote(logical)}?v={entry.digest}" if style == "query" else quote(hashed)
+        files.setdefault(key.lower(), (_quote(key), _quote(logical, variables=True)))
+        entries.setdefault((prefix + logical).lower(), (_quote(prefix + logical), _quote(url)))
+    shapes = _shapes(prefix)
+    own = _looking_hashed(manifest, prefix)
+    logical_uri = [(uri, "$uri") for uri in own]
+    logical_uri += [(_quote(f"~^{regex}$"), f'"{capture}"') for regex, capture in shapes]
+    split = [(uri, '""') for uri in own] + [(_quote(f"~^{regex}$"), "h") for regex, _ in shapes]
+    stale_value = "$assetver_logical" if stale == "serve" else '""'
+    source = '"$arg_v $uri"' if style == "query" else "$uri"
+    out = [f"# assetver: {len(files)} current {style}-style URLs under {prefix}"]
+    out += _hash_sizes([k for k, _ in (*files.values(), *entries.values())])
+    out += _map(source, "assetver_file", '""', files.values())
+    out += ["# the logical URI a URL names: a hashed name's, unless it is a file of its own"]
+    out += _map("$uri", "assetver_logical", "$uri", logical_uri)
+    out += _map("$uri", "assetver_split", '""', split)
+    out += _map("$args", "assetver_has_v", '""', [(_quote(_HAS_V), "v")])
+    out += ["# the current URL of each logical path"]
+    out += _map("$assetver_logical", "assetver_entry", '""', entries.values())
+    asked = [('""', Status.ABSENT.value)]
+    out += _map('"$assetver_has_v$assetver_split"', "assetver_asked", Status.STALE.value, asked)
+    current = Status.CURRENT.value
+    out += _map("$assetver_file", "assetver_status", current, [('""', "$assetver_asked")])
+    out += [
+        "# what is served when the current file is not: plain URLs as they are, stale by policy"
+    ]
+    out += _map("$assetver_file", "assetver_fallback", '""', [('""', "$assetver_noncurrent")])
+    plain = [(Status.ABSENT.value, "$uri")]
+    out += _map("$assetver_asked", "assetver_noncurrent", "$assetver_stale", plain)
+    out += _map("$assetver_entry", "assetver_stale", stale_value, [('""', "$uri")])
+    if stale == "redirect":
+        redirect = [(Status.STALE.value, "$assetver_entry")]
+        out += _map("$assetver_status", "assetver_redirect", '""', redirect)
+    return out, f"{prefix}$assetver_file $assetver_fallback"
 
 
-def _hash_sizes(key_lengths: Iterable[int]) -> tuple[int, int]:
-    """Returns (map_hash_max_size, map_hash_bucket_size) for keys of these byte lengths.
+def _header_maps(max_age: int) -> list[str]:
+    """Maps from the request's status and the HTTP status to the caching headers,
+    through `policy.cache_control`; ``range`` is a request with a Range header."""
+    states = [Status.CURRENT, Status.STALE, Status.ABSENT]
+    cache = []
+    expires = []
+    for code in CACHEABLE_CODES:
+        for state in states:
+            key = f'"{code}{state.value}"'
+            cache.append((key, _quote(cache_control(state, code, max_age=max_age))))
+            if state.immutable:
+                expires.append((key, _quote(FAR_FUTURE)))
+    errors = [(str(code), '""') for code in CACHEABLE_CODES]
+    out = _map("$http_range", "assetver_caching", "range", [('""', "$assetver_status")])
+    out += _map('"$status$assetver_caching"', "assetver_cache_control", _no_store(), cache)
+    out += _map('"$status$assetver_caching"', "assetver_expires", '""', expires)
+    return out + _map("$status", "assetver_error_cache_control", _no_store(), errors)
+
+
+def _no_store() -> str:
+    return _quote(cache_control(None, 404))
+
+
+def _hash_sizes(keys: Sequence[str]) -> list[str]:
+    """Returns map_hash_max_size and map_hash_bucket_size for these quoted keys.
 
     nginx looks for the smallest table where every bucket's keys fit in a bucket; from
     a max size above 10000 it starts 1000 below it. A table four times the number of
     keys leaves a few keys per bucket at worst, and buckets hold six of the longest.
+    Both are ``http``-level and must precede every other ``map``.
     """
-    n = 0
-    longest = 0
-    for length in key_lengths:
-        n += 1
-        longest = max(longest, length)
-    element = 8 + (longest + 2 + 7) // 8 * 8
+    if not keys:
+        return [""]
+    longest = max(len(k.encode("utf-8", "surrogateescape")) for k in keys)
+    element = 8 + (longest + 7) // 8 * 8
     bucket = min(max(64, (8 + 6 * element + 63) // 64 * 64), 32768)
-    return max(4 * n, 16384), bucket
-
-
-def _is_hidden(logical: str) -> bool:
-    return logical.startswith(".") or "/." in logical
+    return [
+        f"map_hash_max_size {max(4 * len(keys), 16384)};",
+        f"map_hash_bucket_size {bucket};",
+        "",
+    ]
 
 
 def _upstream(upstreams: Sequence[str]) -> list[str]:
@@ -239,72 +333,100 @@ def _upstream(upstreams: Sequence[str]) -> list[str]:
     return [*out, "}", ""]
 
 
+def _types(exts: Iterable[str] | None = None) -> list[str]:
+    """Returns a ``types`` block of `http.TYPES` (of ``exts`` only, when given)."""
+    by_type: dict[str, list[str]] = {}
+    for ext, media_type in TYPES.items():
+        if exts is None or ext in exts:
+            by_type.setdefault(media_type, []).append(ext.lstrip("."))
+    lines = [f"    {media_type} {' '.join(names)};" for media_type, names in by_type.items()]
+    return ["types {", *lines, "}", "default_type application/octet-stream;"]
+
+
 def _locations(
-    root: str, prefix: str, deny: set[str], *, brotli: bool, file_cache: int
+    root: str,
+    prefix: str,
+    deny: set[str],
+    *,
+    try_files: str,
+    variants: bool,
+    brotli: bool,
+    allow_origin: str | None,
+    file_cache: int,
 ) -> list[str]:
     root = root.rstrip("/") or "/"
+    origin = (
+        [f"add_header Access-Control-Allow-Origin {_quote(allow_origin)};"] if allow_origin else []
+    )
+    headers = [
+        "disable_symlinks on from=$document_root;",
+        "add_header Cache-Control $assetver_cache_control;",
+        "add_header Cache-Control $assetver_error_cache_control always;",
+        "add_header Expires $assetver_expires;",
+        *origin,
+        "add_header X-Content-Type-Options nosniff;",
+    ]
     cache = [
         f"open_file_cache max={file_cache} inactive=20s;",
         "open_file_cache_valid 1s;",
         "open_file_cache_errors on;",
     ]
-    common = [
+    compressed = ["gzip_static on;", *(["brotli_static on;"] if brotli else [])]
+    compressed += ["gzip_vary on;", "gzip_proxied any;"]
+    body = [
+        f"alias {_quote(root.rstrip('/') + '/', variables=True)};",
+        f"try_files {try_files};",
+        "sendfile on;",
+        "tcp_nopush on;",
+        *(compressed if variants else []),
+        *_types(),
         *(cache if file_cache else []),
-        "disable_symlinks if_not_owner from=$document_root;",
-        "add_header Cache-Control $assetver_cache_control always;",
-        "add_header Expires $assetver_expires always;",
-        "add_header X-Content-Type-Options nosniff always;",
+        *headers,
+        "location ~ /\\. {",
+        "    return 404;",
+        "}",
     ]
-    out = [
-        f"location ^~ {prefix} {{",
-        f"    alias {_quote(root.rstrip('/') + '/', variables=True)};",
-        f"    try_files {prefix}$assetver_file $uri $assetver_unhashed =404;",
-        "    default_type application/octet-stream;",
-        "    sendfile on;",
-        "    tcp_nopush on;",
-        "    gzip_static on;",
-        *(["    brotli_static on;"] if brotli else []),
-        "    gzip_vary on;",
-        *("    " + h for h in common),
-        "    location ~ /\\. {",
-        "        return 404;",
-        "    }",
-    ]
-    for logical in sorted(d for d in deny if not _is_hidden(d)):
-        out += [f"    location = {_quote(prefix + logical)} {{", "        return 404;", "    }"]
-    out += ["}", ""]
-    for name in ("favicon.ico", "robots.txt"):
-        out += [
-            f"location = /{name} {{",
-            f"    root {_quote(root, variables=True)};",
-            "    try_files $uri =404;",
-            *("    " + h for h in common),
+    for logical in sorted(deny):
+        body += [f"location = {_quote(prefix + logical)} {{", "    return 404;", "}"]
+    out = _block(f"location ^~ {prefix}", body)
+    if try_files.endswith(STALE_LOCATION):
+        redirect = [
+            "absolute_redirect off;",
+            f"add_header Cache-Control {_quote(cache_control(None, 302))} always;",
+            'if ($assetver_redirect = "") {',
+            "    return 404;",
             "}",
-            "",
+            "return 302 $assetver_redirect;",
         ]
+        out += _block(f"location {STALE_LOCATION}", redirect)
+    for name in ("favicon.ico", "robots.txt"):
+        own = [f"root {_quote(root, variables=True)};", "try_files $uri =404;"]
+        out += _block(
+            f"location = /{name}", [*own, *_types([posixpath.splitext(name)[1]]), *headers]
+        )
     return out
+
+
+def _block(head: str, body: Iterable[str]) -> list[str]:
+    return [f"{head} {{", *(f"    {line}" for line in body), "}", ""]
 
 
 def _root_location(upstreams: Sequence[str]) -> list[str]:
     if not upstreams:
-        return [
-            "location / {",
-            f"    add_header Cache-Control {_quote(NO_STORE)} always;",
-            "    return 404;",
-            "}",
-        ]
-    return [
-        "location / {",
-        f"    client_max_body_size {MAX_BODY_SIZE};",
-        "    proxy_pass_header Server;",
-        "    proxy_set_header Host $http_host;",
-        "    proxy_redirect off;",
-        "    proxy_set_header X-Real-IP $remote_addr;",
-        "    proxy_set_header X-Scheme $scheme;",
-        "    proxy_next_upstream error;",
-        f"    proxy_pass http://{UPSTREAM_NAME};",
-        "}",
+        return _block(
+            "location /", [f"add_header Cache-Control {_no_store()} always;", "return 404;"]
+        )
+    proxy = [
+        f"client_max_body_size {MAX_BODY_SIZE};",
+        "proxy_pass_header Server;",
+        "proxy_set_header Host $http_host;",
+        "proxy_redirect off;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Scheme $scheme;",
+        "proxy_next_upstream error;",
+        f"proxy_pass http://{UPSTREAM_NAME};",
     ]
+    return _block("location /", proxy)
 
 
 def _quote(text: str, *, variables: bool = False) -> str:

@@ -48,6 +48,11 @@ STATE = "state"
 CACHE = ".assetver-cache"
 _STATE_VERSION = 1
 
+UNRESOLVED = frozenset(
+    {"missing-reference", "excluded-reference", "outside-root", "malformed-reference"}
+)
+"""Diagnostic kinds of references that do not resolve to a file of the tree."""
+
 
 @dataclass(frozen=True, slots=True)
 class CompileOptions:
@@ -75,7 +80,7 @@ class CompileOptions:
         strict: bool = False,
         cycles: str = "error",
     ) -> CompileOptions:
-        from . import compress as codecs
+        from .compress import CompressOptions
 
         if not (prefix.startswith("/") and prefix.endswith("/")):
             raise ConfigError(f"prefix {prefix!r} must start and end with '/', like /static/")
@@ -83,16 +88,14 @@ class CompileOptions:
             raise ConfigError(f"cycles={cycles!r} is not 'error' or 'leave'")
         if keep < 0 or keep_for < 0:
             raise ConfigError("keep and keep_for must be >= 0")
-        parsed = codecs.parse(compress)
-        return cls(prefix, parsed if parsed.codings else None, keep, keep_for, strict, cycles)
+        parsed = CompressOptions.parse(compress)
+        return cls(prefix, parsed if parsed.levels else None, keep, keep_for, strict, cycles)
 
     @property
     def fingerprint(self) -> str:
-        """What, besides the tree, decides the output's bytes (retention does not)."""
-        from . import compress as codecs
-
-        compress = codecs.fingerprint(self.compress) if self.compress is not None else "none"
-        return repr((self.prefix, compress, self.strict, self.cycles))
+        """What, besides the tree and the codecs, decides the output's bytes (variants
+        are keyed by their codec on their own; retention decides nothing)."""
+        return repr((self.prefix, self.strict, self.cycles))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,11 @@ class Compiled:
     pruned: int
     diagnostics: list[Diagnostic] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def unresolved(self) -> list[Diagnostic]:
+        """The references ``--strict`` fails on (a missing source map is not one)."""
+        return [d for d in self.diagnostics if d.kind in UNRESOLVED]
 
 
 def compile_output(
@@ -346,52 +354,71 @@ class _Compile:
             self.written += 1
 
     def _variants(self, entries: dict[str, Entry], state: _State) -> int:
-        """Writes the variants of every hashed copy that lacks them (never recompressing
-        one whose key is recorded) and records them in the entries."""
-        settings = self.settings.compress
-        if settings is None:
+        """Writes the variants every hashed copy lacks (a variant whose codec key is
+        recorded is never made again) and records them in the entries."""
+        options = self.settings.compress
+        if options is None:
             return 0
-        from . import compress as codecs
+        from .compress import CompressOptions, compress_all, should_compress, variant_key
 
-        todo: list[tuple[str, str]] = []
+        groups: dict[tuple[tuple[str, int], ...], list[tuple[str, str]]] = {}
         for logical, entry in entries.items():
             hashed = entry.hashed
             assert hashed is not None
-            if not codecs.should_compress(logical, entry.size):
+            if not should_compress(logical, entry.size):
                 continue
-            known = state.variants_of(hashed, settings)
-            if known is None or not all(
-                os.path.exists(os.path.join(self.out, hashed + SUFFIXES[c])) for c in known
-            ):
-                todo.append((logical, hashed))
+            known = state.variants.get(hashed, {})
+            needed = []
+            for coding, level in options.levels:
+                record = known.get(coding)
+                path = os.path.join(self.out, hashed + SUFFIXES[coding])
+                if (
+                    record is None
+                    or record[0] != variant_key(entry.digest, coding, level)
+                    or (record[1] and not os.path.exists(path))
+                ):
+                    needed.append((coding, level))
+            if needed:
+                groups.setdefault(tuple(needed), []).append((logical, hashed))
         made = 0
-        if todo:
-            items = []
-            for logical, hashed in todo:
-                data = read_regular(os.path.join(self.out, hashed))
-                if digest_bytes(data) != entries[logical].digest:
-                    raise OutputError(
-                        f"{os.path.join(self.out, hashed)} does not hash to its name; "
-                        "delete it and build again"
+        for levels, todo in groups.items():
+            items = [
+                (hashed, self._copy_bytes(entries[logical], hashed)) for logical, hashed in todo
+            ]
+            digests = {hashed: entries[logical].digest for logical, hashed in todo}
+            for hashed, variants in compress_all(items, CompressOptions(levels)).items():
+                records = state.variants.setdefault(hashed, {})
+                for coding, level in levels:
+                    data = variants.get(coding)
+                    if data is not None:
+                        write_atomic(
+                            os.path.join(self.out, hashed + SUFFIXES[coding]), data, durable=False
+                        )
+                        made += 1
+                        self.written += 1
+                    records[coding] = (
+                        variant_key(digests[hashed], coding, level),
+                        len(data or b""),
                     )
-                items.append((hashed, data))
-            for hashed, variants in codecs.compress_all(items, settings).items():
-                sizes = {}
-                for coding, data in variants.items():
-                    path = os.path.join(self.out, hashed + SUFFIXES[coding])
-                    write_atomic(path, data, durable=False)
-                    sizes[coding] = len(data)
-                    made += 1
-                    self.written += 1
-                state.record_variants(hashed, settings, sizes)
         for logical, entry in entries.items():
             assert entry.hashed is not None
-            sizes = state.variants_of(entry.hashed, settings) or {}
-            if sizes and codecs.should_compress(logical, entry.size):
+            known = state.variants.get(entry.hashed, {})
+            sizes = {c: known[c][1] for c, _ in options.levels if c in known and known[c][1]}
+            if sizes and should_compress(logical, entry.size):
                 entries[logical] = Entry(
-                    entry.digest, entry.size, {**entry.extra, "variants": dict(sizes)}
+                    entry.digest, entry.size, {**entry.extra, "variants": sizes}
                 )
         return made
+
+    def _copy_bytes(self, entry: Entry, hashed: str) -> bytes:
+        """The bytes of a hashed copy, checked against its name before anything is made
+        from them."""
+        data = read_regular(os.path.join(self.out, hashed))
+        if digest_bytes(data) != entry.digest:
+            raise OutputError(
+                f"{os.path.join(self.out, hashed)} does not hash to its name; delete it and build again"
+            )
+        return data
 
     def _snapshot(self, text: bytes) -> None:
         """Records this build for retention: its manifest under its digest (touched when
@@ -511,7 +538,8 @@ class _State:
         self.fingerprint = fingerprint
         self.refs: dict[str, list[tuple[Any, ...]]] = {}
         self.outputs: dict[str, tuple[Any, ...]] = {}
-        self.variants: dict[str, tuple[str, dict[str, int]]] = {}
+        self.variants: dict[str, dict[str, tuple[str, int]]] = {}
+        """Hashed path -> coding -> (codec key, size of the variant, 0 when refused)."""
         self.diagnostics: list[tuple[Any, ...]] = []
 
     @classmethod
@@ -548,19 +576,6 @@ class _State:
 
     def remember_refs(self, digest: str, refs: list[references.Reference]) -> None:
         self.refs[digest] = [astuple(r) for r in refs]
-
-    def variants_of(self, hashed: str, settings: Any) -> dict[str, int] | None:
-        from . import compress as codecs
-
-        found = self.variants.get(hashed)
-        if found is None or found[0] != codecs.fingerprint(settings):
-            return None
-        return found[1]
-
-    def record_variants(self, hashed: str, settings: Any, sizes: dict[str, int]) -> None:
-        from . import compress as codecs
-
-        self.variants[hashed] = (codecs.fingerprint(settings), sizes)
 
 
 def prune(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:

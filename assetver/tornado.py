@@ -45,7 +45,7 @@ from .hashing import OPEN_FLAGS, digest_bytes
 from .http import SUFFIXES, accepted_encodings, content_type
 from .memory import Loaded
 from .policy import IMMUTABLE_SECONDS, NO_STORE, Status, cache_control, classify
-from .serving import MEMORY_FILE_MAX, Assets, Config
+from .serving import MEMORY_FILE_MAX, Assets, Config, Target
 from .statkey import MARGIN_NS, key_of
 from .urls import hashed_path, is_digest, is_hidden
 
@@ -297,8 +297,9 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             if entry is None:  # not in the manifest (or a directory's default file that is)
                 self._served = self._plain(path, target.requested)
                 return path
-            target = type(target)(logical, None, entry)
+            target = Target(logical, None, entry)
         entry, requested = target.entry, target.requested
+        assert entry is not None
         if requested is not None and requested != entry.digest:
             if assets.config.output and is_digest(requested):
                 path = self._serve_retained(assets, root, target.logical, requested, entry)

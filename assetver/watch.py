@@ -117,6 +117,7 @@ class Watcher:
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
         self._watched: tuple[str, int, int] | None = None
+        self._lost = False
 
     @property
     def polling(self) -> bool:
@@ -238,6 +239,8 @@ class Watcher:
         if watched is None:
             return
         paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if event.event_type in ("deleted", "moved") and os.fsdecode(event.src_path) == watched[0]:
+            self._lost = True  # its inode number may be reused by the new root: not a tell
         if not any(self._matters(watched[0], os.fsdecode(p)) for p in paths):
             return
         self._mark_dirty()
@@ -262,8 +265,9 @@ class Watcher:
     def _check_root(self) -> None:
         """Watches the root anew when it is no longer the directory being watched."""
         now = self._identity()
-        if now == self._watched or now is None:
+        if now is None or (now == self._watched and not self._lost):
             return
+        self._lost = False
         log.warning("assetver watcher: %s changed under it; watching it again", self._root)
         self._stop_observer()
         try:

@@ -15,33 +15,65 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 import assetver
-from assetver.build import refresh
-from assetver.manifest import Entry, Manifest
+from assetver.build import build
+from assetver.cache import Cache
+from assetver.manifest import Manifest
+from assetver.scan import ALL_FILES, ScanOptions
 from assetver.watch import POLL_INTERVAL, Watcher, WatchError, refuse_in_child
 
-from .conftest import write
+from .conftest import age, write
 
 BOUND = 2.0
 """Seconds any expectation may take; typical is the 50 ms debounce plus the rebuild."""
 
 
 class Recorder:
-    """An ``on_change`` that keeps each manifest delivered, with its arrival time."""
+    """The rebuild a watcher calls: builds the root from the last cache, and keeps each
+    new manifest (after the first) with its arrival time, as an adapter would deliver it."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, Manifest]] = []
+        self.digested: list[int] = []
+        self.listed: list[int] = []
+        self.manifest: Manifest | None = None
+        self.cache: Cache | None = None
+        self.root: Path | None = None
+        self.options = ALL_FILES
+        self.fail_next = 0
+        self.on_change: Callable[[Manifest], object] | None = None
         self._cond = threading.Condition()
 
-    def __call__(self, manifest: Manifest) -> None:
-        with self._cond:
-            self.calls.append((time.monotonic(), manifest))
-            self._cond.notify_all()
+    def watch(self, root: Path, *, exclude: list[str] | None = None, **kwargs: Any) -> Watcher:
+        self.root = root
+        self.options = ScanOptions.make(exclude=exclude or ())
+        return Watcher(root, rebuild=self.rebuild, options=self.options, **kwargs)
+
+    def rebuild(self) -> float | None:
+        assert self.root is not None
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ValueError("boom")
+        result = build(self.root, options=self.options, previous=self.cache)
+        self.cache = result.cache
+        self.digested.append(result.digested)
+        self.listed.append(result.relisted)
+        if result.manifest != self.manifest:
+            first = self.manifest is None
+            self.manifest = result.manifest
+            if not first:
+                with self._cond:
+                    self.calls.append((time.monotonic(), result.manifest))
+                    self._cond.notify_all()
+                if self.on_change is not None:
+                    self.on_change(result.manifest)
+        return None
 
     def wait_for(
         self, check: Callable[[Manifest], bool], *, since: float, timeout: float = BOUND
@@ -77,7 +109,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def watcher(tree: Path, recorder: Recorder) -> Iterator[Watcher]:
-    with Watcher(tree, on_change=recorder) as w:
+    with recorder.watch(tree) as w:
         yield w
 
 
@@ -89,8 +121,8 @@ def _atomic_save(root: Path, logical_path: str, data: str) -> None:
 
 
 def test_start_builds_the_initial_manifest(tree: Path, recorder: Recorder) -> None:
-    with Watcher(tree, on_change=recorder) as w:
-        assert w.manifest == assetver.build_manifest(tree)
+    with recorder.watch(tree) as w:
+        assert recorder.manifest == assetver.build_manifest(tree)
         assert not w.polling
     assert recorder.calls == []
 
@@ -126,20 +158,21 @@ OPERATIONS: dict[str, Callable[[Path], object]] = {
 def test_each_change_reaches_the_callback(
     tree: Path, recorder: Recorder, watcher: Watcher, operation: str
 ) -> None:
-    before = watcher.manifest
+    before = recorder.manifest
     since = time.monotonic()
     OPERATIONS[operation](tree)
     expected = assetver.build_manifest(tree)
     assert expected != before
     latency, got = recorder.wait_for(lambda m: m == expected, since=since)
-    assert watcher.manifest == got
+    assert recorder.manifest == got
     assert latency < BOUND
 
 
 def test_moved_directory_keeps_digests_under_new_paths(
     tree: Path, recorder: Recorder, watcher: Watcher
 ) -> None:
-    old = watcher.manifest
+    old = recorder.manifest
+    assert old is not None
     since = time.monotonic()
     (tree / "js").rename(tree / "scripts")
     new = recorder.wait_for_build(tree, since=since)
@@ -180,14 +213,14 @@ def test_burst_of_1000_changes_rebuilds_a_few_times(
     if not new_files:
         for i in range(1000):
             write(tree, f"burst/d{i % 10}/f{i:04}.css", "old")
-    with Watcher(tree, on_change=recorder) as w:
+    with recorder.watch(tree):
         since = time.monotonic()
         # From another process, as git checkout would.
         subprocess.run([sys.executable, "-c", _BURST_WRITER, str(tree)], check=True, timeout=30)
         written = time.monotonic()
         got = recorder.wait_for_build(tree, since=since)
         assert len(got) == 1006
-        assert w.manifest == got
+        assert recorder.manifest == got
     rebuilds = len(recorder.calls)
     print(
         f"\n1000 files written in {(written - since) * 1000:.0f} ms: {rebuilds} rebuild(s), "
@@ -196,32 +229,38 @@ def test_burst_of_1000_changes_rebuilds_a_few_times(
     assert 1 <= rebuilds <= 3
 
 
-def test_refresh_hashes_only_what_changed(tree: Path) -> None:
-    first = refresh(tree, Manifest())
-    assert first.result.hashed == 6
-    assert first.result.manifest == assetver.build_manifest(tree)
-    same = refresh(tree, first.result.manifest, keys=first.keys)
-    assert (same.result.hashed, same.result.reused) == (0, 6)
-    one = refresh(tree, first.result.manifest, keys=first.keys, changed={"css/app.css"})
-    assert one.result.hashed == 1
-    folder = refresh(tree, first.result.manifest, keys=first.keys, changed={"js"})
-    assert folder.result.hashed == 2
+def test_rebuild_hashes_only_what_changed(tree: Path) -> None:
+    age(tree)
+    first = build(tree)
+    assert first.digested == 6
+    same = build(tree, previous=first.cache)
+    assert (same.digested, same.reused, same.relisted) == (0, 6, 0)
     (tree / "img/logo.svg").write_text("<svg/>\n")
-    missed = refresh(tree, first.result.manifest, keys=first.keys)
-    assert missed.result.hashed == 1
-    assert missed.result.manifest == assetver.build_manifest(tree)
+    one = build(tree, previous=same.cache)
+    assert one.digested == 1 and one.relisted == 0
+    assert one.manifest == assetver.build_manifest(tree)
+    age(tree)  # logo.svg was hashed in the tick it was written (racy): settle it
+    settled = build(tree, previous=one.cache)
+    write(tree, "img/new.svg", "<svg/>")
+    added = build(tree, previous=settled.cache)
+    assert (added.digested, added.relisted) == (1, 1)
+    assert added.manifest == assetver.build_manifest(tree)
 
 
-def test_given_manifest_is_a_head_start(tree: Path, recorder: Recorder) -> None:
-    real = assetver.build_manifest(tree)
-    trusted = Entry("0123456789abcdef", real["LICENSE"].size)
-    given = Manifest({**real, "LICENSE": trusted, "gone.css": Entry("0" * 16, 1)})
-    write(tree, "css/app.css", "body { color: a-longer-colour }\n")
-    with Watcher(tree, on_change=recorder, manifest=given) as w:
-        assert w.manifest["LICENSE"] == trusted
-        assert "gone.css" not in w.manifest
-        assert w.manifest["css/app.css"] == assetver.build_manifest(tree)["css/app.css"]
-    assert recorder.calls == []
+def test_one_edit_in_a_big_tree_lists_one_directory(tmp_path: Path) -> None:
+    """What keeps the watcher fast on a big tree: an editor's save (a rename) changes one
+    directory, and only that one is listed again."""
+    root = tmp_path / "big"
+    for d in range(60):
+        for f in range(20):
+            write(root, f"d{d}/sub/f{f}.css", f"{d} {f}")
+    first = build(root)
+    age(root)
+    settled = build(root, previous=first.cache)
+    _atomic_save(root, "d7/sub/f3.css", "edited")
+    again = build(root, previous=settled.cache)
+    assert (again.digested, again.relisted) == (1, 1)
+    assert again.manifest == assetver.build_manifest(root)
 
 
 def test_rebuilds_use_the_build_filters(tmp_path: Path, recorder: Recorder) -> None:
@@ -229,7 +268,7 @@ def test_rebuilds_use_the_build_filters(tmp_path: Path, recorder: Recorder) -> N
     write(root, "app.js", "1")
     outside = write(tmp_path, "secret.txt", "s")
     exclude = ["*.map", "src"]
-    with Watcher(root, on_change=recorder, exclude=exclude) as w:
+    with recorder.watch(root, exclude=exclude):
         since = time.monotonic()
         write(root, "app.js.map", "{}")
         write(root, "src/app.ts", "let a")
@@ -241,7 +280,7 @@ def test_rebuilds_use_the_build_filters(tmp_path: Path, recorder: Recorder) -> N
         write(root, "app.css", "2")
         got = recorder.wait_for_build(root, since=since, exclude=exclude)
         assert set(got) == {"app.css", "app.js", "in-link.js"}
-        assert w.manifest == got
+        assert recorder.manifest == got
 
 
 def test_hidden_and_state_files_do_not_trigger_rebuilds(
@@ -257,9 +296,9 @@ def test_hidden_and_state_files_do_not_trigger_rebuilds(
 
 def test_a_file_deleted_between_scan_and_hash_is_left_out(tmp_path: Path) -> None:
     root = tmp_path / "static"
-    names = [f"f{i:05}.css" for i in range(5000)]
-    for name in names:
-        write(root, name, name)
+    for i in range(5000):
+        write(root, f"f{i:05}.css", str(i))
+    names = [entry.name for entry in os.scandir(root)]  # the order a cold build hashes in
     first, last = root / names[10], root / names[-1]
     first_atime = first.stat().st_atime_ns
     errors: list[BaseException] = []
@@ -274,14 +313,14 @@ def test_a_file_deleted_between_scan_and_hash_is_left_out(tmp_path: Path) -> Non
 
     deleter = threading.Thread(target=delete_once_hashing_started)
     deleter.start()
-    done = refresh(root, Manifest(), jobs=1)
+    done = build(root, jobs=1)
     deleter.join()
     if errors:
         pytest.skip(f"{errors[0]} (atime not updated on this filesystem?)")
-    assert done.result.hashed == 5000
-    assert names[-1] not in done.result.manifest
-    assert names[-1] not in done.keys
-    assert done.result.manifest == assetver.build_manifest(root)
+    assert done.digested == 4999
+    assert names[-1] not in done.manifest
+    assert names[-1] not in done.cache.paths
+    assert done.manifest == assetver.build_manifest(root)
 
 
 def test_files_deleted_while_being_hashed_do_not_stop_the_watcher(
@@ -289,7 +328,7 @@ def test_files_deleted_while_being_hashed_do_not_stop_the_watcher(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="assetver")
     big = b"x" * (4 << 20)
-    with Watcher(tree, on_change=recorder, debounce=0.002) as w:
+    with recorder.watch(tree, debounce=0.002):
         stop_at = time.monotonic() + 0.4
         i = 0
         while time.monotonic() < stop_at:
@@ -298,17 +337,16 @@ def test_files_deleted_while_being_hashed_do_not_stop_the_watcher(
             path.unlink()
             i += 1
         (tree / "churn").rename(tree.parent / "churn-gone")
-        # The last rebuilds may find what an earlier one delivered: no callback then.
+        write(tree, "after.css", "the churn is over")
         got = recorder.wait_for_build(tree, since=0.0)
         assert not any(p.startswith("churn/") for p in got)
-        assert w.manifest == got
-    assert len(recorder.calls) > 1
+        assert recorder.manifest == got
     assert [r for r in caplog.records if r.name == "assetver" and r.levelno >= logging.ERROR] == []
 
 
 def test_stop_joins_every_thread_and_is_idempotent(tree: Path, recorder: Recorder) -> None:
     before = set(threading.enumerate())
-    w = Watcher(tree, on_change=recorder)
+    w = recorder.watch(tree)
     w.stop()
     w.start()
     started = set(threading.enumerate()) - before
@@ -321,14 +359,15 @@ def test_stop_joins_every_thread_and_is_idempotent(tree: Path, recorder: Recorde
         w.start()
 
 
-def test_stop_from_the_callback(tree: Path) -> None:
+def test_stop_from_the_rebuild(tree: Path, recorder: Recorder) -> None:
     stopped = threading.Event()
 
     def on_change(manifest: Manifest) -> None:
         w.stop()
         stopped.set()
 
-    w = Watcher(tree, on_change=on_change)
+    recorder.on_change = on_change
+    w = recorder.watch(tree)
     w.start()
     try:
         write(tree, "new.css", "x")
@@ -337,38 +376,31 @@ def test_stop_from_the_callback(tree: Path) -> None:
         w.stop()
 
 
-def test_a_failing_callback_is_logged_and_watching_goes_on(
+def test_a_failing_rebuild_is_logged_and_watching_goes_on(
     tree: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls = []
-
-    def on_change(manifest: Manifest) -> None:
-        calls.append(manifest)
-        if len(calls) == 1:
-            raise ValueError("boom")
-        recorder(manifest)
-
-    with Watcher(tree, on_change=on_change):
+    with recorder.watch(tree):
+        recorder.fail_next = 1
         write(tree, "one.css", "1")
         since = time.monotonic()
         deadline = since + BOUND
-        while not calls and time.monotonic() < deadline:
+        while recorder.fail_next and time.monotonic() < deadline:
             time.sleep(0.005)
         write(tree, "two.css", "2")
         recorder.wait_for_build(tree, since=since)
-    assert "on_change" in caplog.text and "boom" in caplog.text
+    assert "cannot rebuild" in caplog.text and "boom" in caplog.text
 
 
 def test_missing_root_is_refused(tmp_path: Path, recorder: Recorder) -> None:
     with pytest.raises(assetver.RootError, match="not a directory"):
-        Watcher(tmp_path / "nope", on_change=recorder).start()
+        recorder.watch(tmp_path / "nope").start()
 
 
 def test_refused_in_a_forked_child(tree: Path, recorder: Recorder) -> None:
     with pytest.raises(WatchError, match="forked child 3"):
         refuse_in_child(3)
     refuse_in_child(None)
-    w = Watcher(tree, on_change=recorder)
+    w = recorder.watch(tree)
     pid = os.fork()
     if pid == 0:
         try:
@@ -381,7 +413,7 @@ def test_refused_in_a_forked_child(tree: Path, recorder: Recorder) -> None:
 
 
 def test_polling(tree: Path, recorder: Recorder) -> None:
-    with Watcher(tree, on_change=recorder, polling=True) as w:
+    with recorder.watch(tree, polling=True) as w:
         assert w.polling
         since = time.monotonic()
         (tree / "js").rename(tree / "scripts")
@@ -410,13 +442,20 @@ _FALLBACK_CHILD = textwrap.dedent(
     handler.emit = lambda record: messages.append(record.getMessage())
     logging.getLogger("assetver").addHandler(handler)
     got = threading.Event()
-    with Watcher(root, on_change=lambda m: got.set()) as w:
+    seen = []
+
+    def rebuild():
+        seen.append(assetver.build_manifest(root))
+        if len(seen) > 1:
+            got.set()
+
+    with Watcher(root, rebuild=rebuild) as w:
         since = time.monotonic()
         with open(os.path.join(root, "app.css"), "w") as f:
             f.write("changed")
         delivered = got.wait(2.5)
         latency = time.monotonic() - since
-        fresh = w.manifest == assetver.build_manifest(root)
+        fresh = seen[-1] == assetver.build_manifest(root)
     print(json.dumps({"polling": w.polling, "delivered": delivered,
                       "fresh": fresh, "latency": latency, "messages": messages}))
     """
@@ -450,3 +489,120 @@ def test_falls_back_to_polling_when_inotify_is_exhausted() -> None:
     [message] = result["messages"]
     assert "polling every" in message and "inotify instance limit" in message
     assert result["latency"] < BOUND
+
+
+def _recreate(root: Path) -> None:
+    """What clean-build tools do: the root removed and made again."""
+    shutil.rmtree(root)
+    write(root, "css/app.css", "body { color: rebuilt }\n")
+    write(root, "fresh.js", "1")
+
+
+def _replace_by_symlink(root: Path) -> None:
+    target = root.parent / "elsewhere"
+    write(target, "css/app.css", "body { color: linked }\n")
+    shutil.rmtree(root)
+    root.symlink_to(target)
+
+
+@pytest.mark.parametrize(
+    "change", [_recreate, _replace_by_symlink], ids=["deleted and recreated", "now a symlink"]
+)
+def test_the_root_replaced_under_the_watcher(
+    tree: Path, recorder: Recorder, change: Callable[[Path], None]
+) -> None:
+    with recorder.watch(tree):
+        since = time.monotonic()
+        change(tree)
+        recorder.wait_for_build(tree, since=since)
+        since = time.monotonic()
+        write(tree, "css/later.css", "later")  # and it goes on watching the new root
+        recorder.wait_for_build(tree, since=since)
+
+
+def test_a_symlinked_root_switched(tmp_path: Path, recorder: Recorder) -> None:
+    """A deploy that switches ``current -> releases/2``: the new target is watched."""
+    one, two = tmp_path / "releases/1", tmp_path / "releases/2"
+    write(one, "app.css", "one")
+    write(two, "app.css", "two")
+    link = tmp_path / "current"
+    link.symlink_to(one)
+    with recorder.watch(link):
+        since = time.monotonic()
+        temp = tmp_path / "current.new"
+        temp.symlink_to(two)
+        os.replace(temp, link)
+        recorder.wait_for_build(link, since=since)
+        since = time.monotonic()
+        write(two, "more.css", "x")
+        recorder.wait_for_build(link, since=since)
+
+
+_WATCH_LIMIT_CHILD = textwrap.dedent(
+    """
+    import json, logging, os, sys, threading, time
+    import assetver
+    from assetver.watch import Watcher
+
+    root, uid, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("assetver").addHandler(handler)
+    seen = []
+    got = threading.Event()
+
+    def rebuild():
+        seen.append(assetver.build_manifest(root))
+        if len(seen) > 1 and "d9/new.css" in seen[-1]:
+            got.set()
+
+    with Watcher(root, rebuild=rebuild, directories=dirs) as w:
+        since = time.monotonic()
+        with open(os.path.join(root, "d9", "new.css"), "w") as f:
+            f.write("new")
+        delivered = got.wait(2.5)
+        latency = time.monotonic() - since
+    print(json.dumps({"polling": w.polling, "delivered": delivered,
+                      "latency": latency, "messages": messages}))
+    """
+)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="lowers fs.inotify.max_user_watches for a spare uid, which needs Linux and root",
+)
+def test_falls_back_to_polling_below_the_watch_limit() -> None:
+    """watchdog ignores a failed watch on a subdirectory: with fewer watches allowed than
+    the tree has directories, the watcher must poll instead of going blind there."""
+    uid = 3_100_000 + os.getpid() % 100_000
+    limit = Path("/proc/sys/fs/inotify/max_user_watches")
+    root = Path(tempfile.mkdtemp(prefix="assetver-watch-limit-"))
+    old = limit.read_text()
+    try:
+        for i in range(10):
+            write(root, f"d{i}/f.css", str(i))
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, uid, uid)
+        try:
+            limit.write_text("4\n")
+        except OSError as e:
+            pytest.skip(f"cannot lower the watch limit here: {e}")
+        proc = subprocess.run(
+            [sys.executable, "-c", _WATCH_LIMIT_CHILD, str(root), str(uid), "11"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        limit.write_text(old)
+        shutil.rmtree(root)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["polling"] and result["delivered"], result
+    [message] = [m for m in result["messages"] if "polling every" in m]
+    assert "of 11 directories" in message
