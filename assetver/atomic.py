@@ -130,7 +130,9 @@ def check_target(path: str, what: str) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise OutputError(f"cannot use {what} {path}: {e.strerror}") from e
+        raise OutputError(
+            f"cannot write {what} {path}: {e.strerror}; choose a writable location"
+        ) from e
     if not stat.S_ISREG(st.st_mode):
         kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
         raise OutputError(f"{what} {path} is {kind}; name a regular file or a new path")

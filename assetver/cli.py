@@ -330,8 +330,10 @@ class _Progress:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .atomic import check_target
+    from .scan import check_root
 
     _check_args(args)
+    check_root(args.root)
     if args.output is not None:
         out = args.output
         if out.endswith(".json") or os.path.isfile(out):

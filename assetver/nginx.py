@@ -197,25 +197,28 @@ def _map(source: str, name: str, default: str, entries: Iterable[tuple[str, str]
 
 
 def _looking_hashed(manifest: Manifest, prefix: str) -> list[str]:
-    """Returns the quoted URIs of logical paths whose names look hashed: each is a
-    file of its own, never the hashed copy its name suggests."""
-    return sorted(_quote(prefix + p) for p in manifest if split_hashed(p) and not is_hidden(p))
+    """Returns the URIs of logical paths whose names look hashed: each is a file of its
+    own, never the hashed copy its name suggests."""
+    return sorted(prefix + p for p in manifest if split_hashed(p) and not is_hidden(p))
 
 
 def _output_maps(manifest: Manifest, *, prefix: str, stale: str) -> tuple[list[str], str]:
     shapes = _shapes(prefix)
     own = _looking_hashed(manifest, prefix)
     head = re.escape(prefix) + "(?:.*/)?"
-    copy = [(_quote(f"~^[^&]*&{regex}$"), "$uri") for regex, _ in shapes]
+    unless_own = f"(?!(?:{'|'.join(map(re.escape, own))})$)" if own else ""
+    copy = [(_quote(f"~^[^&]*&{unless_own}{regex}$"), "$uri") for regex, _ in shapes]
     copy += [
         (_quote(f"~^({DIGEST_PATTERN})&({head}{_STEM})({_EXT})$"), '"$2.$1$3"'),
         (_quote(f"~^({DIGEST_PATTERN})&({head}{_BARE})$"), '"$2.$1"'),
     ]
-    served = [(uri, "$assetver_asked") for uri in own]
+    served = [(_quote(uri), "$assetver_asked") for uri in own]
     served += [(_quote(f"~^{regex}$"), Status.CURRENT.value) for regex, _ in shapes]
+    logical = [(_quote(uri), "$uri") for uri in own]
+    logical += [(_quote(f"~^{regex}$"), f'"{capture}"') for regex, capture in shapes]
     requested = '"$assetver_copy$assetver_has_v"'
     out = [f"# assetver: the output under {prefix}, nothing listed: a new build needs no reload"]
-    out += _hash_sizes(own)
+    out += _hash_sizes([_quote(uri) for uri in own])
     out += ["# the hashed copy a URL names: itself, or app.<v>.css for app.css?v=<v>"]
     out += _map('"$arg_v&$uri"', "assetver_copy", '""', copy)
     out += _map("$args", "assetver_has_v", '""', [(_quote(_HAS_V), "v")])
@@ -223,15 +226,13 @@ def _output_maps(manifest: Manifest, *, prefix: str, stale: str) -> tuple[list[s
     out += ["# read first in add_header, where $uri is the file try_files served"]
     out += _map("$uri", "assetver_status", "$assetver_asked", served)
     if stale != "404":
-        logical = [(_quote(f"~^{regex}$"), f'"{capture}"') for regex, capture in shapes]
         out += _map("$uri", "assetver_logical", "$uri", logical)
     if stale == "serve":
         return out, "$assetver_copy $assetver_logical"
     out += _map(requested, "assetver_absent", '""', [('""', "$uri")])
     if stale == "redirect":
-        out += _map(
-            "$assetver_logical", "assetver_target", '""', [(_quote(_SAFE_URI), "$assetver_logical")]
-        )
+        safe = [(_quote(_SAFE_URI), "$assetver_logical")]
+        out += _map("$assetver_logical", "assetver_target", '""', safe)
         out += _map("$assetver_absent", "assetver_redirect", '""', [('""', "$assetver_target")])
     return out, "$assetver_copy $assetver_absent"
 
@@ -252,7 +253,7 @@ def _root_maps(
         files.setdefault(key.lower(), (_quote(key), _quote(logical, variables=True)))
         entries.setdefault((prefix + logical).lower(), (_quote(prefix + logical), _quote(url)))
     shapes = _shapes(prefix)
-    own = _looking_hashed(manifest, prefix)
+    own = [_quote(uri) for uri in _looking_hashed(manifest, prefix)]
     logical_uri = [(uri, "$uri") for uri in own]
     logical_uri += [(_quote(f"~^{regex}$"), f'"{capture}"') for regex, capture in shapes]
     split = [(uri, '""') for uri in own] + [(_quote(f"~^{regex}$"), "h") for regex, _ in shapes]
@@ -359,7 +360,7 @@ def _locations(
         [f"add_header Access-Control-Allow-Origin {_quote(allow_origin)};"] if allow_origin else []
     )
     headers = [
-        "disable_symlinks on from=$document_root;",
+        f"disable_symlinks on {_quote('from=' + root, variables=True)};",
         "add_header Cache-Control $assetver_cache_control;",
         "add_header Cache-Control $assetver_error_cache_control always;",
         "add_header Expires $assetver_expires;",

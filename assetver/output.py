@@ -125,17 +125,20 @@ def compile_output(
     output: str | os.PathLike[str],
     *,
     options: ScanOptions = ALL_FILES,
-    settings: CompileOptions = CompileOptions(),
+    settings: CompileOptions | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
     cache: bool = True,
 ) -> Compiled:
-    """Compiles ``root`` into ``output``; see the module docstring.
+    """Compiles ``root`` into ``output``; see the module docstring. ``settings``
+    default to `CompileOptions.make`'s (variants br and gzip).
 
     Raises `.CompileError` for a reference cycle (``cycles="error"``) or a name clash,
     `.OutputError` when ``output`` cannot be written, `.RootError` for a bad root.
     """
     started = time.perf_counter()
+    if settings is None:
+        settings = CompileOptions.make()
     real_root = check_root(os.fspath(root))
     out = _prepare(os.fspath(output), real_root)
     state_dir = os.path.join(out, STATE_DIR)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from .cache import Cache
 from .errors import AssetNotFound, ConfigError
 from .hashing import digest_bytes
 from .manifest import Entry, Manifest
@@ -118,6 +119,8 @@ class Assets:
         self.urls: dict[str, str] = {}
         self.same_root: dict[str, bool] = {}
         """Route root (as given) -> whether it is this root (computed once per route)."""
+        self.cache: Cache | None = None
+        """The build cache of the start-up build, for a debug watcher to start from."""
         self.stop_watching: Callable[[], None] | None = None
         """Set while a debug watcher keeps `manifest` fresh."""
         self.pid = os.getpid()

@@ -103,7 +103,9 @@ def _start_root(config: Config) -> Assets:
     result = _prove(config, options, settle=not config.debug)
     found = result.manifest
     if loaded is None or config.debug:
-        return Assets(config, found, proofs(result))
+        assets = Assets(config, found, proofs(result))
+        assets.cache = result.cache
+        return assets
     check_manifest(config, loaded, found)
     proven = {
         p: k
@@ -165,7 +167,7 @@ def watch(
     options = config.options
     if config.manifest_path is not None:
         options = options.with_excluded(config.manifest_path)
-    state: dict[str, Any] = {"manifest": assets.manifest, "cache": None}
+    state: dict[str, Any] = {"manifest": assets.manifest, "cache": assets.cache, "starting": True}
 
     def rebuild() -> float | None:
         if config.output is not None:
@@ -187,11 +189,18 @@ def watch(
             again = RECHECK_SECONDS if racy else None
         if update[0] != state["manifest"] or update[1] != state.get("proofs"):
             state["manifest"], state["proofs"] = update
-            deliver(update)
+            if state["starting"]:  # on the caller's thread: the first URL is already fresh
+                assets.set_manifest(*update)
+            else:
+                deliver(update)
         return again
 
-    watcher = Watcher(config.root, rebuild=rebuild, options=options, alive=alive)
+    directories = len(assets.cache.dirs or ()) if assets.cache is not None else 0
+    watcher = Watcher(
+        config.root, rebuild=rebuild, options=options, alive=alive, directories=directories
+    )
     watcher.start()
+    state["starting"] = False
     return watcher.stop
 
 

@@ -46,7 +46,7 @@ from .http import SUFFIXES, accepted_encodings, content_type
 from .memory import Loaded
 from .policy import IMMUTABLE_SECONDS, NO_STORE, Status, cache_control, classify
 from .serving import MEMORY_FILE_MAX, Assets, Config, Target
-from .statkey import MARGIN_NS, key_of
+from .statkey import key_of
 from .urls import hashed_path, is_digest, is_hidden
 
 log = logging.getLogger("assetver")
@@ -416,14 +416,19 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         if st.st_size <= MEMORY_FILE_MAX:
             with os.fdopen(fd, "rb") as f:
                 body = f.read()
+            # Kept under its stat key: a hit serves exactly these bytes, labelled with
+            # their own digest, so even a rewrite the key cannot see serves no wrong label.
             loaded = Loaded(digest_bytes(body), body, st.st_mtime, key)
-            if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > MARGIN_NS:
-                assets.memory.put(logical, loaded)
+            assets.memory.put(logical, loaded)
             status = classify(requested, digest, proven=loaded.digest == digest)
+            if loaded.digest != digest:
+                self._unproven(assets, path)
             self._served = self._from_memory(status, loaded, None, vary=False)
             return path
         proven = assets.proofs.get(logical) == key
         status = classify(requested, digest, proven=proven)
+        if not proven:
+            self._unproven(assets, path)
         self._served = _Served(
             status,
             digest if proven else None,
@@ -433,6 +438,12 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             key=key if proven else None,
         )
         return path
+
+    def _unproven(self, assets: Assets, path: str) -> None:
+        assets.warn_once(
+            f"{path} is not the file its manifest digest was made from (changed since the "
+            f"build): served unversioned. Rebuild: assetver build {assets.config.root}"
+        )
 
     def _from_memory(
         self, status: Status, loaded: Loaded, coding: str | None, *, vary: bool

@@ -38,7 +38,7 @@ def test_build_writes_default_manifest(tree: Path, capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "build", str(tree), "--json")
     summary = json.loads(out)
     assert summary["files"] == 6 and summary["bytes"] == m.total_size()
-    assert summary["hashed"] + summary["reused"] == 6
+    assert summary["digested"] + summary["reused"] == 6
 
 
 def test_build_output_options(
@@ -46,13 +46,13 @@ def test_build_output_options(
 ) -> None:
     out_file = tmp_path / "out" / "m.json"
     code, out, _ = run(
-        capsys, "build", str(tree), "-o", str(out_file), "--exclude", "*.svg", "-j", "1", "-q"
+        capsys, "build", str(tree), "-m", str(out_file), "--exclude", "*.svg", "-j", "1", "-q"
     )
     assert code == 0 and out == ""
     m = Manifest.load(out_file)
     assert "img/logo.svg" not in m and len(m) == 5
     write(tree, ".hidden", "x")
-    run(capsys, "build", str(tree), "-o", str(out_file), "--include-hidden", "--no-cache")
+    run(capsys, "build", str(tree), "-m", str(out_file), "--include-hidden", "--no-cache")
     assert ".hidden" in Manifest.load(out_file)
 
 
@@ -60,14 +60,14 @@ def test_build_is_byte_identical(
     tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    run(capsys, "build", str(tree), "-o", str(a), "-j", "1")
-    run(capsys, "build", str(tree), "-o", str(b), "-j", "4", "--no-cache")
+    run(capsys, "build", str(tree), "-m", str(a), "-j", "1")
+    run(capsys, "build", str(tree), "-m", str(b), "-j", "4", "--no-cache")
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_check(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     m = tmp_path / "m.json"
-    run(capsys, "build", str(tree), "-o", str(m))
+    run(capsys, "build", str(tree), "-m", str(m))
     code, out, _ = run(capsys, "check", str(tree), "-m", str(m))
     assert code == 0 and "up to date" in out
     write(tree, "new.css", "x")
@@ -79,7 +79,8 @@ def test_check(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "assetver build" in out
     code, out, _ = run(capsys, "check", str(tree), "-m", str(m), "--json")
     assert code == 1
-    assert json.loads(out) == {
+    got = json.loads(out)
+    assert {k: got[k] for k in ("stale", "added", "removed", "changed")} == {
         "stale": True,
         "added": ["new.css"],
         "removed": ["LICENSE"],
@@ -94,15 +95,27 @@ def test_check_default_manifest_inside_root(tree: Path, capsys: pytest.CaptureFi
 
 def test_diff(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     old, new = tmp_path / "old.json", tmp_path / "new.json"
-    run(capsys, "build", str(tree), "-o", str(old))
+    run(capsys, "build", str(tree), "-m", str(old))
     write(tree, "js/app.js", "changed")
     write(tree, "added.txt", "x")
-    run(capsys, "build", str(tree), "-o", str(new))
+    run(capsys, "build", str(tree), "-m", str(new))
     code, out, _ = run(capsys, "diff", str(old), str(new))
     assert code == 0 and out.splitlines() == ["+ added.txt", "~ js/app.js"]
     code, out, _ = run(capsys, "diff", str(old), str(new), "--json")
-    assert json.loads(out) == {"added": ["added.txt"], "removed": [], "changed": ["js/app.js"]}
+    got = json.loads(out)
+    assert {k: got[k] for k in ("added", "removed", "changed")} == {
+        "added": ["added.txt"],
+        "removed": [],
+        "changed": ["js/app.js"],
+    }
+    old_app = Manifest.load(old)["js/app.js"].digest
+    new_app = Manifest.load(new)["js/app.js"].digest
+    assert got["files"] == [
+        {"path": "added.txt", "new": {"digest": Manifest.load(new)["added.txt"].digest}},
+        {"path": "js/app.js", "old": {"digest": old_app}, "new": {"digest": new_app}},
+    ]
     assert run(capsys, "diff", str(old), str(old)) == (0, "", "")
+    assert run(capsys, "diff", str(old), str(new), "--exit-code")[0] == 1
 
 
 @pytest.mark.parametrize(
@@ -114,7 +127,7 @@ def test_diff(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         (["check", "{tmp}/root", "-m", "{tmp}/corrupt.json"], "corrupt.json is not valid JSON"),
         (["check", "{tmp}/root", "-m", "{tmp}/v9.json"], "has manifest version 9"),
         (["diff", "{tmp}/corrupt.json", "{tmp}/v9.json"], "not valid JSON"),
-        (["build", "{tmp}/root", "-o", "{tmp}/file.txt/m.json"], "cannot write"),
+        (["build", "{tmp}/root", "-m", "{tmp}/file.txt/m.json"], "cannot write"),
         (["build", "{tmp}/root", "--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
@@ -146,14 +159,14 @@ def test_unwritable_output_keeps_previous_manifest(
 ) -> None:
     out_dir = tmp_path / "out"
     m = out_dir / "m.json"
-    run(capsys, "build", str(tree), "-o", str(m))
+    run(capsys, "build", str(tree), "-m", str(m))
     before = m.read_bytes()
     write(tree, "new.css", "x")
     (out_dir / ".assetver-cache").unlink()
     os.rename(m, tmp_path / "saved.json")
     (out_dir).rmdir()
     (out_dir).write_text("now a file")
-    code, _, err = run(capsys, "build", str(tree), "-o", str(m))
+    code, _, err = run(capsys, "build", str(tree), "-m", str(m))
     assert code == 2 and "cannot write" in err
     assert (tmp_path / "saved.json").read_bytes() == before
 
@@ -192,7 +205,7 @@ def test_unreadable_file_is_exit_2_naming_it() -> None:
         secret = write(root, "secret.css", "secret")
         root.chmod(0o755)
         secret.chmod(0)
-        code, err = run_unprivileged(["build", str(root), "-o", str(base / "m.json")])
+        code, err = run_unprivileged(["build", str(root), "-m", str(base / "m.json")])
         assert code == 2, err
         assert err.count("\n") == 1
         assert "secret.css" in err and "--exclude" in err
@@ -210,7 +223,7 @@ def test_installed_script_and_checkout_shim(tree: Path, tmp_path: Path) -> None:
     ):
         out = tmp_path / f"{len(argv)}.json"
         result = subprocess.run(
-            [*argv, "build", str(tree), "-o", str(out), "--json"],
+            [*argv, "build", str(tree), "-m", str(out), "--json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -247,7 +260,7 @@ atomic.os = type(sys)("os_with_slow_fsync")
 atomic.os.__dict__.update(os.__dict__)
 atomic.os.fsync = slow_fsync
 from assetver.cli import main
-sys.exit(main(["build", sys.argv[1], "-o", sys.argv[3], "--no-cache"]))
+sys.exit(main(["build", sys.argv[1], "-m", sys.argv[3], "--no-cache"]))
 """
 
 
@@ -256,7 +269,7 @@ def test_kill_mid_write_keeps_previous_manifest(
 ) -> None:
     """A real build process SIGKILLed after writing the new bytes but before the rename."""
     out = tmp_path / "m.json"
-    run(capsys, "build", str(tree), "-o", str(out))
+    run(capsys, "build", str(tree), "-m", str(out))
     before = out.read_bytes()
     for i in range(200):
         write(tree, f"many/{i}.txt", str(i) * 50)
@@ -282,5 +295,5 @@ def test_kill_mid_write_keeps_previous_manifest(
     while time.monotonic() < deadline and not list(tmp_path.glob(".assetver-*.tmp")):
         time.sleep(0.01)
     assert list(tmp_path.glob(".assetver-*.tmp")), "the killed build had a temporary file"
-    run(capsys, "build", str(tree), "-o", str(out))
+    run(capsys, "build", str(tree), "-m", str(out))
     assert len(Manifest.load(out)) == 206

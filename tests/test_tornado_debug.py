@@ -20,7 +20,7 @@ import assetver.hashing
 import assetver.tornado
 from assetver import build_manifest
 
-from .tornado_support import StaticTestCase
+from .tornado_support import Counted, StaticTestCase
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,11 @@ class DebugTest(StaticTestCase):
         self.write("css/app.css", b"body { color: blu }\n")
         self.assert_serves("css/app.css", b"body { color: blu }\n")
         stale = self.fetch(old)
-        assert stale.headers["Cache-Control"] == "no-cache"
+        if self.output:  # the output retains the old hashed copy: its own bytes, immutable
+            assert stale.body == b"body { color: red }\n"
+            assert stale.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        else:
+            assert stale.headers["Cache-Control"] == "no-cache"
 
     def test_atomic_save(self) -> None:
         tmp = Path(self.static, "css/.app.css.swp")
@@ -117,26 +121,26 @@ class DebugTest(StaticTestCase):
 
     def test_requests_neither_rebuild_nor_hash(self) -> None:
         urls = [self.url(p) for p in self.files]
-        calls = []
-        original = assetver.hashing.digest_file_stat
-
-        def counted(path: str) -> Any:
-            calls.append(path)
-            return original(path)
-
-        assetver.hashing.digest_file_stat = counted
-        assetver.build.digest_file_stat = counted
-        try:
+        for url in urls:  # what is read into memory is hashed as it is read, once
+            assert self.fetch(url).code == 200
+        with Counted() as counted:
             for _ in range(20):
                 for url in urls:
                     assert self.fetch(url).code == 200
-            assert calls == []
-        finally:
-            assetver.hashing.digest_file_stat = original
-            assetver.build.digest_file_stat = original
+                    self.url("css/app.css")
+            assert (counted.hashes, counted.builds) == (0, 0)
+        with Counted() as counted:
+            build_manifest(self.static)
+        assert counted.hashes > 0 and counted.builds == 1, "the counter must see it"
 
     def test_watcher_thread_runs(self) -> None:
         assert any(t.name == "assetver-watch" for t in threading.enumerate())
+
+
+class DebugOutputTest(DebugTest):
+    """Debug mode with an output: the watcher keeps it compiled, same URLs and bytes."""
+
+    output = True
 
 
 class DebugWithManifestTest(DebugTest):

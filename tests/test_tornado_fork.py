@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from assetver import Entry, Manifest, build_manifest
+from assetver.hashing import digest_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples"
@@ -36,7 +37,7 @@ def test_two_workers_render_identical_urls_without_hashing(tmp_path: Path) -> No
     shutil.copytree(EXAMPLE / "static", static, ignore=shutil.ignore_patterns(".assetver"))
     real = build_manifest(static)
     # A digest no file has: a worker that hashed instead of reading the manifest would
-    # render the real one.
+    # render the real one; and since no file has it, it is never served as proven.
     planted = "feedfacecafebeef"
     files = dict(real.items())
     files["css/site.css"] = Entry(planted, real["css/site.css"].size)
@@ -75,8 +76,13 @@ def test_two_workers_render_identical_urls_without_hashing(tmp_path: Path) -> No
         assert first == second
         assert f"/static/css/site.css?v={planted}" in first
         assert f"/static/js/site.js?v={real['js/site.js'].digest}" in first
+        # The planted digest is not the file's: never immutable, whichever worker answers.
         status, headers, _ = fetch(f"http://127.0.0.1:{port}/static/css/site.css?v={planted}")
-        assert status == 200 and headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert status == 200 and headers["Cache-Control"] == "no-cache"
+        digest = real["js/site.js"].digest
+        status, headers, body = fetch(f"http://127.0.0.1:{port}/static/js/site.js?v={digest}")
+        assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert digest_bytes(body) == digest
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)

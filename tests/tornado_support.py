@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import tempfile
 from typing import Any
 
@@ -13,9 +14,52 @@ from tornado.web import Application
 
 import assetver.tornado
 from assetver.hashing import digest_bytes
+from assetver.output import CompileOptions, compile_output
 from assetver.tornado import STATE_KEY
 
 ROBOTS = b"User-agent: *\nDisallow: /\n"
+
+
+class Counted:
+    """Counts, on the calling thread only, every XXH3 and SHA-512 computation and every
+    build started: what a request must not do (patched on the modules that do it, so a
+    moved function cannot make the count silently zero)."""
+
+    def __init__(self) -> None:
+        self.hashes = 0
+        self.builds = 0
+        self._patched: list[tuple[Any, str, Any]] = []
+        self._thread = threading.get_ident()
+
+    def _wrap(self, owner: Any, name: str, counter: str) -> None:
+        original = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == self._thread:
+                setattr(self, counter, getattr(self, counter) + 1)
+            return original(*args, **kwargs)
+
+        self._patched.append((owner, name, original))
+        setattr(owner, name, counted)
+
+    def __enter__(self) -> Counted:
+        import hashlib
+
+        import xxhash
+
+        import assetver.build
+        import assetver.hashing
+
+        for name in ("xxh3_64_hexdigest", "xxh3_64"):
+            self._wrap(xxhash, name, "hashes")
+        self._wrap(assetver.hashing, "hexdigest", "hashes")
+        self._wrap(hashlib, "sha512", "hashes")
+        self._wrap(assetver.build, "_Run", "builds")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
 
 
 def make_tree(root: str, files: dict[str, bytes]) -> None:
@@ -33,12 +77,19 @@ class StaticTestCase(AsyncHTTPTestCase):
     """
 
     files: dict[str, bytes] = {"robots.txt": ROBOTS}
+    compress = "br,gzip"
+    output = False
+    """Serve a compiled output of the tree (``assetver build static -o out``) instead of
+    the tree itself."""
 
     def setUp(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="assetver-test-")
         self.static = os.path.join(self.tmp, "static")
+        self.out = os.path.join(self.tmp, "out")
         os.makedirs(self.static)
         make_tree(self.static, self.files)
+        if self.output:
+            compile_output(self.static, self.out, settings=CompileOptions.make(compress=self.compress))
         super().setUp()
 
     def tearDown(self) -> None:
@@ -55,12 +106,18 @@ class StaticTestCase(AsyncHTTPTestCase):
         return {}
 
     def get_app(self) -> Application:
+        extra = {"assetver_output": self.out} if self.output else {}
         return Application(
             self.handlers(),
-            **assetver.tornado.settings(static_path=self.static, **self.app_settings()),
+            **assetver.tornado.settings(static_path=self.static, **extra, **self.app_settings()),
         )
 
     def digest(self, logical: str) -> str:
+        """The digest of the bytes served for ``logical`` (a rewritten stylesheet's in an
+        output)."""
+        assets = self._app.settings[STATE_KEY]
+        if self.output:
+            return assets.manifest[logical].digest  # type: ignore[no-any-return]
         with open(os.path.join(self.static, logical), "rb") as f:
             return digest_bytes(f.read())
 
