@@ -32,6 +32,7 @@ from .atomic import read_regular, write_atomic
 from .errors import VANISHED, OutputError
 from .hashing import digest_bytes, digest_parts
 from .statkey import FIELDS, KEY_SIZE, DirKey, Stamp, dir_key, pack, sizes_of, split_keys
+from .urls import STATE_DIR
 
 log = logging.getLogger("assetver")
 
@@ -139,6 +140,12 @@ def save(path: str, root: str, fingerprint: str, cache: Cache) -> None:
     data = [_MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n", *sections]
     try:
         write_atomic(path, data, durable=False)
+        state = os.path.dirname(os.path.abspath(path))
+        ignore = os.path.join(state, ".gitignore")
+        if os.path.basename(state) == STATE_DIR and not os.path.lexists(ignore):
+            name = os.path.basename(path)
+            text = f"# made by assetver: the build cache is machine data, never commit it\n{name}\n"
+            write_atomic(ignore, text.encode(), durable=False)
     except OutputError as e:
         log.info("build cache not saved: %s", e)
 

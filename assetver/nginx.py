@@ -360,6 +360,7 @@ def _locations(
         [f"add_header Access-Control-Allow-Origin {_quote(allow_origin)};"] if allow_origin else []
     )
     headers = [
+        # from=$document_root would end with alias's slash, where brotli_static fails
         f"disable_symlinks on {_quote('from=' + root, variables=True)};",
         "add_header Cache-Control $assetver_cache_control;",
         "add_header Cache-Control $assetver_error_cache_control always;",

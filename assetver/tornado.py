@@ -473,19 +473,37 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         return None
 
     def _validate(self, root: str, absolute_path: str) -> str | None:
-        """Tornado's validation, then what older Tornado releases do not check: the
-        file that would be opened is inside the root and not hidden."""
+        """Tornado's validation, with what releases before 6.5.9 and 6.6 do not check
+        done first: the file that would be opened (symlinks resolved) is inside the root
+        and not hidden, and no redirect starts with two slashes (an open redirect)."""
+        self._inside(root, absolute_path)
+        if (
+            self.default_filename is not None
+            and not self.request.path.endswith("/")
+            and self.request.path[1:2] in ("/", "\\")
+            and os.path.isdir(absolute_path)
+        ):
+            raise HTTPError(403, "cannot redirect path with two initial slashes")
         path = super().validate_absolute_path(root, absolute_path)
         if path is None:
             return None
-        real_root = os.path.realpath(root)
+        return self._inside(root, path)
+
+    def _inside(self, root: str, path: str) -> str:
         real = os.path.realpath(path)
-        inside = os.path.relpath(real, real_root).replace(os.sep, "/")
+        inside = os.path.relpath(real, os.path.realpath(root)).replace(os.sep, "/")
         if inside.startswith("../") or inside == ".." or os.path.isabs(inside):
             raise HTTPError(403, "%s is not in root static directory", self.path)
         if is_hidden(inside):
             raise HTTPError(404)
         return real
+
+    def should_return_304(self) -> bool:
+        # Tornado before 6.5 answers an unparsable If-Modified-Since with a 500.
+        try:
+            return super().should_return_304()
+        except (ValueError, TypeError):
+            return False
 
     def _read(
         self, abspath: str, start: int | None = None, end: int | None = None

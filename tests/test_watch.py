@@ -605,4 +605,6 @@ def test_falls_back_to_polling_below_the_watch_limit() -> None:
     result = json.loads(proc.stdout)
     assert result["polling"] and result["delivered"], result
     [message] = [m for m in result["messages"] if "polling every" in m]
-    assert "of 11 directories" in message
+    # watchdog 4 raises the limit for the root's own watch; later releases ignore it for
+    # subdirectories, which the watcher tells from the watches it got
+    assert "of 11 directories" in message or "watch limit reached" in message
