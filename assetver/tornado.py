@@ -36,6 +36,7 @@ from typing import Any
 import tornado.process
 import tornado.web
 from tornado import httputil
+from tornado.escape import xhtml_escape
 from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 
@@ -179,8 +180,77 @@ def settings(**options: Any) -> dict[str, Any]:
     result = dict(options)
     result.setdefault("static_handler_class", StaticFileHandler)
     result.pop(STATE_KEY, None)
+    theirs = result.get("ui_methods")
+    result["ui_methods"] = [UI_METHODS, theirs] if theirs is not None else UI_METHODS
     _assets(result)
     return result
+
+
+def static_integrity(handler: tornado.web.RequestHandler, path: str) -> str | None:
+    """Returns the Subresource Integrity value (``sha384-...``) of ``path``, computed
+    when the output was compiled, or None (a path outside the manifest, or a root's
+    manifest, which records none)."""
+    entry = _assets(handler.settings).manifest.get(path)
+    return entry.integrity if entry is not None else None
+
+
+def _attributes(handler: tornado.web.RequestHandler, path: str, **extra: str | None) -> str:
+    assets = _assets(handler.settings)
+    attrs: dict[str, str | None] = dict(extra)
+    sri = static_integrity(handler, path)
+    if sri is not None:
+        attrs["integrity"] = sri
+    if assets.config.url_host:  # another origin: SRI and fonts need a CORS request
+        attrs["crossorigin"] = "anonymous"
+    return "".join(
+        f" {name}" if value == "" else f' {name}="{xhtml_escape(value)}"'
+        for name, value in attrs.items()
+        if value is not None
+    )
+
+
+def stylesheet_tag(handler: tornado.web.RequestHandler, path: str, media: str | None = None) -> str:
+    """Returns ``<link rel="stylesheet" href=...>`` for ``path``, with its integrity and,
+    when assets come from another origin, ``crossorigin``. In a template:
+    ``{% raw stylesheet_tag("css/app.css") %}``."""
+    href = xhtml_escape(handler.static_url(path))
+    return f'<link rel="stylesheet" href="{href}"{_attributes(handler, path, media=media)}>'
+
+
+def script_tag(
+    handler: tornado.web.RequestHandler,
+    path: str,
+    module: bool = False,
+    defer: bool = False,
+    async_: bool = False,
+) -> str:
+    """Returns ``<script src=...></script>`` for ``path`` (``type="module"`` with
+    ``module``), with its integrity and, from another origin, ``crossorigin``."""
+    attrs = _attributes(
+        handler,
+        path,
+        type="module" if module else None,
+        defer="" if defer else None,
+        **{"async": "" if async_ else None},
+    )
+    return f'<script src="{xhtml_escape(handler.static_url(path))}"{attrs}></script>'
+
+
+def modulepreload_tag(handler: tornado.web.RequestHandler, path: str) -> str:
+    """Returns ``<link rel="modulepreload" href=...>`` for a JavaScript module, so the
+    browser fetches it (and checks its integrity) before an import asks for it."""
+    href = xhtml_escape(handler.static_url(path))
+    return f'<link rel="modulepreload" href="{href}"{_attributes(handler, path)}>'
+
+
+UI_METHODS = {
+    "static_integrity": static_integrity,
+    "stylesheet_tag": stylesheet_tag,
+    "script_tag": script_tag,
+    "modulepreload_tag": modulepreload_tag,
+}
+"""The template helpers `settings` installs as ``ui_methods`` (yours are added after, and
+win on a clash); handlers reach them as ``self.ui["stylesheet_tag"](path)``."""
 
 
 @dataclass(slots=True)
