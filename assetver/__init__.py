@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from .build import BuildResult
 from .errors import (
     AssetNotFound,
     AssetverError,
@@ -29,6 +29,9 @@ from .errors import (
     WatchError,
 )
 from .manifest import Entry, Manifest, ManifestDiff
+
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 __version__ = "0.1.0.dev0"
 
@@ -49,6 +52,16 @@ __all__ = [
     "__version__",
     "build_manifest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `BuildResult` comes with the build machinery, which `assetver --version` and a
+    # Tornado app that only loads a manifest never need: imported on first use.
+    if name == "BuildResult":
+        from .build import BuildResult
+
+        return BuildResult
+    raise AttributeError(f"module 'assetver' has no attribute {name!r}")
 
 
 def build_manifest(

@@ -416,11 +416,10 @@ class _Compile:
     def _copy_bytes(self, entry: Entry, hashed: str) -> bytes:
         """The bytes of a hashed copy, checked against its name before anything is made
         from them."""
-        data = read_regular(os.path.join(self.out, hashed))
+        path = os.path.join(self.out, hashed)
+        data = read_regular(path)
         if digest_bytes(data) != entry.digest:
-            raise OutputError(
-                f"{os.path.join(self.out, hashed)} does not hash to its name; delete it and build again"
-            )
+            raise OutputError(f"{path} does not hash to its name; delete it and build again")
         return data
 
     def _snapshot(self, text: bytes) -> None:

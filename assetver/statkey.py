@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +115,7 @@ def read_stamp(root: str, probe_dir: str | None = None) -> Stamp:
     """
     wall = time.time_ns() - MARGIN_NS
     device = os.stat(root).st_dev
-    for directory in (probe_dir, tempfile.gettempdir()):
+    for directory in (probe_dir, os.environ.get("TMPDIR") or "/tmp"):
         if directory is None:
             continue
         with contextlib.suppress(OSError):

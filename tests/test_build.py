@@ -14,9 +14,9 @@ import pytest
 import assetver
 from assetver import Manifest, ManifestError, RootError
 from assetver.build import build, build_cached
-from assetver.scan import ScanOptions
 from assetver.hashing import digest_bytes
 from assetver.manifest import Entry
+from assetver.scan import ScanOptions
 
 from .conftest import age, write
 

@@ -307,7 +307,9 @@ class Subclass(assetver.tornado.StaticFileHandler):
         self.set_header("X-Subclass", "yes")
 
     def get_content_type(self) -> str:
-        return "text/x-subclass" if self.absolute_path.endswith(".css") else super().get_content_type()
+        return (
+            "text/x-subclass" if self.absolute_path.endswith(".css") else super().get_content_type()
+        )
 
 
 class OverridePointsTest(RootCase):
@@ -335,7 +337,9 @@ class CustomStaticFileHandler(assetver.tornado.StaticFileHandler):
     """Tornado's CustomStaticFileTest pattern on assetver's class: bytes from elsewhere."""
 
     @classmethod
-    def make_static_url(cls, settings: dict[str, Any], path: str, include_version: bool = True) -> str:
+    def make_static_url(
+        cls, settings: dict[str, Any], path: str, include_version: bool = True
+    ) -> str:
         stem, ext = path.rsplit(".", 1)
         return f"/static/{stem}.{cls.get_version(settings, path)}.{ext}"
 

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 import assetver
-from assetver import references
-from assetver import CompileError, Manifest
+from assetver import CompileError, Manifest, references
 from assetver.cli import main
 from assetver.compress import decompress
 from assetver.hashing import digest_bytes, integrity
-from assetver.output import CompileOptions, clean, compile_output, prune
+from assetver.output import clean, compile_output, prune
 from assetver.urls import split_hashed
 
 from .conftest import age, write
@@ -110,20 +109,30 @@ def test_layout_and_invariants(site: Path, tmp_path: Path) -> None:
     assert manifest == check_invariants(out)
     app = manifest["css/app.css"]
     text = (out / app.hashed).read_text()
-    base, font, eot, png = (manifest[p] for p in ("css/base.css", "fonts/f.woff2", "fonts/f.eot", "img/bg.png"))
+    base, font, eot, png = (
+        manifest[p] for p in ("css/base.css", "fonts/f.woff2", "fonts/f.eot", "img/bg.png")
+    )
     assert f'@import "{base.hashed.removeprefix("css/")}";' in text
     assert f"url(../{font.hashed})" in text
     assert f'url("../{eot.hashed}?#iefix")' in text
     assert f"url(/static/{png.hashed})" in text
     assert '"url(not-a-ref.png)"' in text and "url(nor-this.png)" in text
     assert "sourceMappingURL=app.css." in text and text.endswith(".map */\n")
-    assert app.deps == ["css/app.css.map", "css/base.css", "fonts/f.eot", "fonts/f.woff2", "img/bg.png"]
+    assert app.deps == [
+        "css/app.css.map",
+        "css/base.css",
+        "fonts/f.eot",
+        "fonts/f.woff2",
+        "img/bg.png",
+    ]
     assert app.integrity is not None and app.integrity.startswith("sha384-")
     assert set(app.variants) == {"br", "gzip"}
     assert "variants" not in manifest["img/bg.png"].extra  # PNG: already compressed
     assert "variants" not in manifest["LICENSE"].extra  # too small to gain
     js = (out / manifest["js/app.js"].hashed).read_text()
-    assert js.endswith(f"//# sourceMappingURL={manifest['js/app.js.map'].hashed.removeprefix('js/')}\n")
+    assert js.endswith(
+        f"//# sourceMappingURL={manifest['js/app.js.map'].hashed.removeprefix('js/')}\n"
+    )
     assert (out / ".assetver/.gitignore").read_text().endswith("*\n")
 
 
@@ -134,7 +143,9 @@ def test_determinism(site: Path, tmp_path: Path) -> None:
     make_site(copy)
     assetver.build_manifest(copy, output=b)
     assert output_files(a) == output_files(b)
-    assert (a / ".assetver/manifest.json").read_bytes() == (b / ".assetver/manifest.json").read_bytes()
+    assert (a / ".assetver/manifest.json").read_bytes() == (
+        b / ".assetver/manifest.json"
+    ).read_bytes()
 
 
 def test_merkle_changes_exactly_the_ancestors(site: Path, tmp_path: Path) -> None:
@@ -225,7 +236,9 @@ def test_cycle_is_an_error_naming_it(tmp_path: Path) -> None:
     assert (tmp_path / "out" / left["a.css"].hashed).read_bytes() == b'@import "b.css";'
 
 
-def test_missing_reference_warns_and_strict_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_reference_warns_and_strict_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "static"
     write(root, "a.css", "a { b: url(missing.png) }\n/*# sourceMappingURL=a.css.map */")
     out = tmp_path / "out"
@@ -271,9 +284,14 @@ def test_cli_o_naming_a_manifest_file_fails_loudly(
         assert not Path(target).is_dir()
 
 
-def test_cli_build_output_and_json(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_build_output_and_json(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert main(["build", str(site), "-o", str(out), "--json", "--compress", "br:5,gzip:6,zstd:3"]) == 0
+    assert (
+        main(["build", str(site), "-o", str(out), "--json", "--compress", "br:5,gzip:6,zstd:3"])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["output"] == str(out) and summary["files"] == 10
     manifest = check_invariants(out)

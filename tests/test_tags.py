@@ -57,7 +57,9 @@ class TagsTest(StaticTestCase):
 
     def test_tags_carry_the_integrity_of_the_served_bytes(self) -> None:
         html = self.fetch("/").body.decode()
-        links = re.findall(r'<(?:link|script) [^>]*(?:href|src)="([^"]+)"[^>]*integrity="([^"]+)"', html)
+        links = re.findall(
+            r'<(?:link|script) [^>]*(?:href|src)="([^"]+)"[^>]*integrity="([^"]+)"', html
+        )
         assert len(links) == 5
         for url, integrity in links:
             body = self.fetch(url.removeprefix(self.host)).body

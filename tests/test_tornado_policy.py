@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from tornado.web import RequestHandler
 
 import assetver.hashing
-from assetver.compress import decompress
-from assetver.hashing import digest_bytes
 import assetver.tornado
 from assetver import ConfigError, Entry, Manifest
+from assetver.compress import decompress
+from assetver.hashing import digest_bytes
 from assetver.serving import Assets, Config
 from assetver.tornado import STATE_KEY
 
@@ -217,7 +217,11 @@ class QueryPolicyTest(PolicyBase):
                 url, method="HEAD", headers={"Accept-Encoding": accept}, decompress_response=False
             )
             assert head.headers["Content-Length"] == str(len(r.body))
-        assert len(etags) == (1 + len(self._app.settings[STATE_KEY].manifest["css/app.css"].variants) if self.output else 1)
+        assert len(etags) == (
+            1 + len(self._app.settings[STATE_KEY].manifest["css/app.css"].variants)
+            if self.output
+            else 1
+        )
 
     def test_range_is_served_from_the_identity_bytes(self) -> None:
         r = self.fetch(

@@ -15,9 +15,9 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import tempfile
+import threading
 from typing import Any
 
 from tornado.tcpclient import TCPClient
@@ -89,7 +89,9 @@ class StaticTestCase(AsyncHTTPTestCase):
         os.makedirs(self.static)
         make_tree(self.static, self.files)
         if self.output:
-            compile_output(self.static, self.out, settings=CompileOptions.make(compress=self.compress))
+            compile_output(
+                self.static, self.out, settings=CompileOptions.make(compress=self.compress)
+            )
         super().setUp()
 
     def tearDown(self) -> None:
