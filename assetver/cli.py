@@ -410,6 +410,8 @@ def _compile(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any], i
         _write_if_changed(compiled.manifest, args.manifest)
     summary = _summary(compiled.source, compiled.manifest_path)
     summary.update(
+        files=len(compiled.manifest),
+        bytes=compiled.manifest.total_size(),
         output=compiled.output,
         written=compiled.written,
         compressed=compiled.compressed,

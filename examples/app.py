@@ -1,13 +1,20 @@
 """A small Tornado app served through assetver, laid out like Tornado's deployment guide.
 
-Production, several processes (the manifest is loaded before the fork)::
+Production, several processes, serving a compiled output (its manifest is loaded
+before the fork)::
+
+    assetver build examples/static -o examples/dist
+    python examples/app.py --port=8888 --processes=2 --output=examples/dist
+
+or serving the tree itself with its manifest::
 
     assetver build examples/static
     python examples/app.py --port=8888 --processes=2 \
         --manifest=examples/static/.assetver/manifest.json
 
-Development: ``python examples/app.py --debug``; edit ``static/css/site.css`` and
-reload the page: the stylesheet URL changes without a restart.
+Development: ``python examples/app.py --debug [--output=examples/dist]``; edit
+``static/css/site.css`` and reload the page: the stylesheet URL changes without a
+restart.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ define("address", default="127.0.0.1", help="address to listen on")
 define("processes", default=1, help="worker processes (0: one per core)")
 define("debug", default=False, help="reload templates and re-version changed assets")
 define("manifest", default="", help="manifest built by `assetver build` (production)")
+define("output", default="", help="compiled output of `assetver build static -o DIR`")
 define("url_style", default="query", help="query (?v=digest) or filename (app.digest.css)")
 
 
@@ -40,7 +48,11 @@ class MainHandler(tornado.web.RequestHandler):
 
 
 def make_app(
-    *, debug: bool = False, manifest: str | None = None, url_style: str = "query"
+    *,
+    debug: bool = False,
+    manifest: str | None = None,
+    output: str | None = None,
+    url_style: str = "query",
 ) -> tornado.web.Application:
     """Builds the Application; with a manifest, nothing is hashed from here on."""
     return tornado.web.Application(
@@ -53,6 +65,7 @@ def make_app(
             static_path=STATIC,
             debug=debug,
             assetver_manifest=manifest or None,
+            assetver_output=output or None,
             assetver_url_style=url_style,
         ),
     )
@@ -60,7 +73,12 @@ def make_app(
 
 def main() -> None:
     parse_command_line()
-    app = make_app(debug=options.debug, manifest=options.manifest, url_style=options.url_style)
+    app = make_app(
+        debug=options.debug,
+        manifest=options.manifest,
+        output=options.output,
+        url_style=options.url_style,
+    )
     sockets = tornado.netutil.bind_sockets(options.port, address=options.address)
     if options.processes != 1:
         tornado.process.fork_processes(options.processes)
