@@ -172,14 +172,16 @@ class _Compile:
         self.written = 0
 
     def run(self, source: BuildResult, started: float) -> Compiled:
-        previous = _load_previous(self.manifest_path)
-        done = _read(os.path.join(self.state_dir, DONE))
         prior = _read(self.manifest_path)
-        complete = prior is not None and done == self._done_marker(prior)
-        if complete and source.unchanged and previous is not None:
-            state = _State.load(self.state_dir, self.fingerprint)
-            if state is not None:
-                return self._result(previous, source, 0, started, state.diagnostics)
+        done = self._done(prior)
+        complete = done is not None
+        if done is not None and source.unchanged:
+            files, diagnostics = done
+            kept = Manifest.from_unordered(
+                {p: Entry(*fields) for p, fields in files.items()}, output=True
+            )
+            return self._result(kept, source, 0, started, diagnostics)
+        previous = _load_previous(self.manifest_path)
         state = _State.load(self.state_dir, self.fingerprint) or _State(self.fingerprint)
         files = self._drop_foreign_variants(dict(source.manifest.items()))
         entries = self._rewrite(files, source, state)
@@ -195,14 +197,28 @@ class _Compile:
         if prior != text:
             write_atomic(self.manifest_path, text)
         self._current_files(manifest, previous if complete else None)
-        state.diagnostics = [astuple(d) for d in self.diagnostics]
+        diagnostics = [astuple(d) for d in self.diagnostics]
         state.save(self.state_dir)
-        write_atomic(os.path.join(self.state_dir, DONE), self._done_marker(text), durable=False)
+        snapshot = {p: (e.digest, e.size, dict(e.extra)) for p, e in manifest.items()}
+        marker = (self.fingerprint, digest_bytes(text), snapshot, diagnostics)
+        write_atomic(os.path.join(self.state_dir, DONE), marshal.dumps(marker), durable=False)
         pruned = prune(self.out, keep=self.settings.keep, keep_for=self.settings.keep_for)
-        return self._result(manifest, source, compressed, started, state.diagnostics, pruned)
+        return self._result(manifest, source, compressed, started, diagnostics, pruned)
 
-    def _done_marker(self, manifest_text: bytes) -> bytes:
-        return f"{digest_bytes(self.fingerprint.encode())} {digest_bytes(manifest_text)}\n".encode()
+    def _done(self, manifest_text: bytes | None) -> tuple[dict[str, Any], list[Any]] | None:
+        """What the last build left when it completed: its entries and diagnostics, if
+        it completed with these options and wrote exactly this manifest; else None (an
+        interrupted or foreign build: the next one repairs)."""
+        data = _read(os.path.join(self.state_dir, DONE))
+        if data is None or manifest_text is None:
+            return None
+        try:
+            fingerprint, digest, files, diagnostics = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            return None
+        if fingerprint != self.fingerprint or digest != digest_bytes(manifest_text):
+            return None
+        return files, diagnostics
 
     def _result(
         self,
@@ -542,7 +558,6 @@ class _State:
         self.outputs: dict[str, tuple[Any, ...]] = {}
         self.variants: dict[str, dict[str, tuple[str, int]]] = {}
         """Hashed path -> coding -> (codec key, size of the variant, 0 when refused)."""
-        self.diagnostics: list[tuple[Any, ...]] = []
 
     @classmethod
     def load(cls, state_dir: str, fingerprint: str) -> _State | None:
@@ -556,7 +571,6 @@ class _State:
                 data["outputs"],
                 data["variants"],
             )
-            state.diagnostics = data["diagnostics"]
             return state
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             return None
@@ -568,7 +582,6 @@ class _State:
             "refs": self.refs,
             "outputs": self.outputs,
             "variants": self.variants,
-            "diagnostics": self.diagnostics,
         }
         write_atomic(os.path.join(state_dir, STATE), marshal.dumps(data), durable=False)
 
