@@ -25,9 +25,7 @@ EXIT_USAGE = 2
 PROGRESS_MIN_FILES = 2000
 """Below this many files a build is too quick for a progress bar to help."""
 
-_EXITS = (
-    "exit codes: 0 ok; 1 {one}; 2 usage or input error (the message names the path and the fix)"
-)
+_EXITS = "exit codes: 0 ok; {one}2 usage or input error (one line naming the path and the fix)"
 
 
 class UsageError(AssetverError, ValueError):
@@ -76,7 +74,7 @@ def _sub(sub: Any, name: str, summary: str, description: str, one: str) -> argpa
         name,
         help=summary,
         description=description,
-        epilog=_EXITS.format(one=one),
+        epilog=_EXITS.format(one=f"1 {one}; " if one else ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return p
@@ -86,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assetver",
         description="Content-hash versioning of static files, for Tornado, nginx and CDNs.",
-        epilog=_EXITS.format(one="check found the manifest stale"),
+        epilog=_EXITS.format(one="1 check found the manifest stale; "),
     )
     parser.add_argument("--version", action="version", version=f"assetver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -180,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         "ROOT (with its manifest) or from an output DIR, far-future immutable caching only\n"
         "for bytes proven to be the digest in their URL. With --upstream, everything else\n"
         "is proxied to those Tornado processes, as in Tornado's deployment guide.",
-        "(not used)",
+        "",
     )
     p.add_argument("root", metavar="ROOT|DIR", help="the static directory or compiled output")
     p.add_argument("-m", "--manifest", metavar="FILE", help="manifest of ROOT")
@@ -242,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
         "Remove from an output the hashed copies and variants that no retained build\n"
         "names: builds beyond the last --keep and older than --keep-for. The current\n"
         "build's files are never removed.",
-        "(not used)",
+        "",
     )
     p.add_argument("output", metavar="DIR", help="the compiled output")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="builds retained (default 3)")
@@ -482,7 +480,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     _check_args(args)
     path = args.manifest or default_manifest_path(args.root)
-    committed = Manifest.load(path, fix=f"rebuild it with: assetver build {args.root} -m {path}")
+    committed = Manifest.load(
+        os.path.abspath(path), fix=f"rebuild it with: assetver build {args.root} -m {path}"
+    )
     if committed.output:
         raise UsageError(
             f"{_shown(path)} is the manifest of a compiled output; rebuild the output "
@@ -510,7 +510,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
     _check_args(args)
     old, new = _manifest_of(args.old), _manifest_of(args.new)
-    d = Manifest.load(old).diff(Manifest.load(new))
+    d = Manifest.load(os.path.abspath(old)).diff(Manifest.load(os.path.abspath(new)))
     if args.json:
         import json
 
@@ -529,7 +529,9 @@ def _cmd_nginx(args: argparse.Namespace) -> int:
     if not os.path.isdir(root):
         raise UsageError(f"{_shown(args.root)} is not a directory; pass the static root or output")
     path = args.manifest or default_manifest_path(args.root)
-    manifest = Manifest.load(path, fix=f"build it with: assetver build {args.root}")
+    manifest = Manifest.load(
+        os.path.abspath(path), fix=f"build it with: assetver build {args.root}"
+    )
     inside = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
     deny = [] if inside.startswith("../") else [inside]
     if not manifest.output:
