@@ -22,6 +22,10 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXE
 
 _names = itertools.count()
 
+CONTENT_MODE = 0o444
+"""The mode of content-addressed files (hashed copies, variants): written once, read by
+every server, never changed (a rebuild replaces, never edits, them)."""
+
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Writes every byte of ``data`` to ``fd`` (a short write is retried)."""
@@ -30,15 +34,45 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _new_temp(directory: str) -> tuple[int, str]:
+def _new_temp(directory: str, mode: int = CONTENT_MODE) -> tuple[int, str]:
     """Creates a temporary file for a copy (cheaper than `temp_file`: no random name)."""
     path = f"{directory}/{TEMP_PREFIX}{os.getpid()}-{next(_names)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        return os.open(path, flags, 0o644), path
+        return os.open(path, flags, mode), path
     except FileNotFoundError:
         os.makedirs(directory, exist_ok=True)
-        return os.open(path, flags, 0o644), path
+        return os.open(path, flags, mode), path
+
+
+def copy_file(source: str, target: str) -> None:
+    """Replaces ``target`` with a copy of ``source`` atomically (in the kernel where it
+    can: ``copy_file_range``, a reflink on filesystems that share extents)."""
+    fd, tmp = _new_temp(os.path.dirname(target), 0o644)
+    try:
+        try:
+            with open(source, "rb") as src:
+                size = os.fstat(src.fileno()).st_size
+                copied = 0
+                copy_range = getattr(os, "copy_file_range", None)
+                while copy_range is not None and copied < size:
+                    n = copy_range(src.fileno(), fd, size - copied)
+                    if not n:
+                        break
+                    copied += n
+                if copied < size:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    src.seek(0)
+                    while chunk := src.read(1 << 20):
+                        write_all(fd, chunk)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_copy(path: str, data: bytes | memoryview) -> bool:
@@ -164,7 +198,12 @@ def read_regular(path: str) -> bytes:
 
 
 def write_atomic(
-    path: str, data: bytes | Sequence[bytes], *, durable: bool = True, temp: str | None = None
+    path: str,
+    data: bytes | Sequence[bytes],
+    *,
+    durable: bool = True,
+    temp: str | None = None,
+    mode: int = 0o644,
 ) -> None:
     """Writes ``data`` (bytes, or a sequence of parts written one after the other) to
     ``path`` through a temporary file in the same directory (``temp``, an empty file
@@ -194,7 +233,7 @@ def write_atomic(
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):

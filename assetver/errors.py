@@ -45,6 +45,14 @@ class WatchError(AssetverError, RuntimeError):
     """The watcher cannot run in this process."""
 
 
+class Refused(AssetverError):
+    """A request the server refuses; ``code`` is the HTTP status to answer with."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message or str(code))
+        self.code = code
+
+
 VANISHED = (FileNotFoundError, NotADirectoryError)
 """What `os` raises for a path that vanished or whose directory became a file while a
 build ran: such paths are left out as vanished, never reported as errors."""

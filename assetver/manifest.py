@@ -299,8 +299,11 @@ def _valid_output_entry(path: str, raw: dict[str, Any]) -> bool:
     """An output entry names its hashed copy, which must be the hashed path of its
     digest: the handler serves that file, so a forged name must not point elsewhere."""
     variants = raw.get("variants", {})
+    digests = raw.get("variant_digests", {})
     return (
         raw.get("hashed") == hashed_path(path, raw["digest"])
         and isinstance(variants, dict)
         and all(isinstance(k, str) and type(v) is int and v > 0 for k, v in variants.items())
+        and isinstance(digests, dict)
+        and all(k in variants and isinstance(v, str) and is_digest(v) for k, v in digests.items())
     )

@@ -29,7 +29,15 @@ from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from . import references
-from .atomic import check_target, read_regular, sync_files, write_atomic, write_copy
+from .atomic import (
+    CONTENT_MODE,
+    check_target,
+    copy_file,
+    read_regular,
+    sync_files,
+    write_atomic,
+    write_copy,
+)
 from .build import BuildResult, Progress, build, build_cached
 from .errors import VANISHED, CompileError, ConfigError, OutputError
 from .hashing import digest_bytes, integrity, read_file
@@ -37,16 +45,16 @@ from .http import SUFFIXES
 from .manifest import Entry, Manifest
 from .references import Diagnostic
 from .scan import ALL_FILES, ScanOptions, check_root
-from .urls import STATE_DIR, TEMP_PREFIX, hashed_path, is_digest
+from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, hashed_path, is_digest
 
 log = logging.getLogger("assetver")
 
-MANIFEST = "manifest.json"
-BUILDS = "builds"
+MANIFEST = MANIFEST_NAME
+BUILDS = BUILDS_DIR
 DONE = "done"
 STATE = "state"
 CACHE = ".assetver-cache"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 UNRESOLVED = frozenset(
     {"missing-reference", "excluded-reference", "outside-root", "malformed-reference"}
@@ -344,12 +352,22 @@ class _Compile:
         return lookup
 
     def _check_clashes(self, entries: dict[str, Entry]) -> None:
+        """Refuses a tree file whose logical path is a name the output gives a hashed copy
+        or a variant (of this build or of a retained one): writing it would change bytes
+        that pages cache for a year."""
+        reserved: dict[str, str] = {}
         for logical, entry in entries.items():
-            hashed = entry.hashed
-            if hashed != logical and hashed in entries:
+            assert entry.hashed is not None
+            for suffix in ("", *SUFFIXES.values()):
+                reserved[entry.hashed + suffix] = logical
+        for name in _retained_files(self.out):
+            reserved.setdefault(name, "an earlier build")
+        for logical in entries:
+            owner = reserved.get(logical)
+            if owner is not None and owner != logical:
                 raise CompileError(
-                    f"{hashed} is both a file of the tree and the hashed copy of {logical}; "
-                    f"rename one, or exclude it with --exclude '{hashed}'"
+                    f"{logical} is both a file of the tree and the name of a hashed copy "
+                    f"(of {owner}); rename it, or exclude it with --exclude '{logical}'"
                 )
 
     def _repair_copies(self, entries: dict[str, Entry], files: dict[str, Entry]) -> None:
@@ -410,23 +428,26 @@ class _Compile:
                 for coding, level in levels:
                     data = variants.get(coding)
                     if data is not None:
-                        write_atomic(
-                            os.path.join(self.out, hashed + SUFFIXES[coding]), data, durable=False
-                        )
+                        path = os.path.join(self.out, hashed + SUFFIXES[coding])
+                        write_atomic(path, data, durable=False, mode=CONTENT_MODE)
                         made += 1
                         self.written += 1
                     records[coding] = (
                         variant_key(digests[hashed], coding, level),
                         len(data or b""),
+                        digest_bytes(data) if data is not None else "",
                     )
         for logical, entry in entries.items():
             assert entry.hashed is not None
             known = state.variants.get(entry.hashed, {})
-            sizes = {c: known[c][1] for c, _ in options.levels if c in known and known[c][1]}
-            if sizes and should_compress(logical, entry.size):
-                entries[logical] = Entry(
-                    entry.digest, entry.size, {**entry.extra, "variants": sizes}
-                )
+            kept = [c for c, _ in options.levels if c in known and known[c][1]]
+            if kept and should_compress(logical, entry.size):
+                extra = {
+                    **entry.extra,
+                    "variants": {c: known[c][1] for c in kept},
+                    "variant_digests": {c: known[c][2] for c in kept},
+                }
+                entries[logical] = Entry(entry.digest, entry.size, extra)
         return made
 
     def _copy_bytes(self, entry: Entry, hashed: str) -> bytes:
@@ -470,17 +491,12 @@ class _Compile:
                         _unlink(os.path.join(self.out, logical + SUFFIXES[coding]))
 
     def _link(self, hashed: str, logical: str) -> None:
-        source, target = os.path.join(self.out, hashed), os.path.join(self.out, logical)
+        """Replaces the current file ``logical`` by a copy of ``hashed``, atomically. A
+        copy, not a hard link: a file edited in place at its logical path (``cp`` onto
+        it) must not change the hashed copy, which pages cache for a year."""
+        target = os.path.join(self.out, logical)
         check_target(target, "output file")
-        temp = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.getpid()}-link.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        try:
-            os.link(source, temp)
-        except OSError:
-            write_atomic(target, read_regular(source), durable=False)
-        else:
-            os.replace(temp, target)
+        copy_file(os.path.join(self.out, hashed), target)
         self.written += 1
 
 
@@ -556,8 +572,9 @@ class _State:
         self.fingerprint = fingerprint
         self.refs: dict[str, list[tuple[Any, ...]]] = {}
         self.outputs: dict[str, tuple[Any, ...]] = {}
-        self.variants: dict[str, dict[str, tuple[str, int]]] = {}
-        """Hashed path -> coding -> (codec key, size of the variant, 0 when refused)."""
+        self.variants: dict[str, dict[str, tuple[str, int, str]]] = {}
+        """Hashed path -> coding -> (codec key, size of the variant (0 when refused), its
+        digest, which the handler checks what it serves against)."""
 
     @classmethod
     def load(cls, state_dir: str, fingerprint: str) -> _State | None:
@@ -635,6 +652,17 @@ def prune(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
                 pass
         os.unlink(os.path.join(builds_dir, name))
     return removed
+
+
+def _retained_files(output: str) -> set[str]:
+    """The hashed copies and variants every retained build of ``output`` names."""
+    names: set[str] = set()
+    builds = os.path.join(output, STATE_DIR, BUILDS)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(builds):
+            if name.endswith(".json"):
+                names |= _files_of(os.path.join(builds, name))
+    return names
 
 
 def _files_of(snapshot: str) -> set[str]:

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .cache import Cache
-from .errors import AssetNotFound, ConfigError
-from .hashing import digest_bytes
+from .errors import AssetNotFound, ConfigError, ManifestError
 from .manifest import Entry, Manifest
-from .memory import Loaded, Memory
+from .memory import Memory
 from .policy import STALE_POLICIES
 from .scan import ScanOptions
 from .statkey import Key
-from .urls import hashed_path, split_hashed
+from .urls import BUILDS_DIR, STATE_DIR, hashed_path, split_hashed
 
 log = logging.getLogger("assetver")
 
@@ -99,6 +97,8 @@ class Target:
     """The digest in the file name or the ``v`` argument, if any."""
     entry: Entry | None
     """The manifest's entry of ``logical``, if it has one."""
+    named: bool = False
+    """Whether the digest was in the file name (a hashed path) rather than ``v``."""
 
 
 class Assets:
@@ -123,6 +123,8 @@ class Assets:
         """The build cache of the start-up build, for a debug watcher to start from."""
         self.stop_watching: Callable[[], None] | None = None
         """Set while a debug watcher keeps `manifest` fresh."""
+        self.copies = Copies(config.output)
+        """The hashed copies the output's builds wrote: what retained digests serve."""
         self.pid = os.getpid()
 
     def set_manifest(self, manifest: Manifest, proofs: dict[str, Key]) -> None:
@@ -174,23 +176,8 @@ class Assets:
             return Target(url_path, query_digest, entry)
         split = split_hashed(url_path)
         if split is not None:
-            return Target(split[0], split[1], manifest.get(split[0]))
+            return Target(split[0], split[1], manifest.get(split[0]), named=True)
         return Target(url_path, query_digest, None)
-
-    def load(self, served: str, path: str, *, key: Key | None, variants: dict[str, str]) -> Loaded:
-        """Reads the file at ``path`` (and ``variants``: coding -> path) into memory,
-        hashing it as read, and keeps it under ``served``."""
-        with open(path, "rb") as f:
-            body = f.read(MEMORY_FILE_MAX + 1)
-            mtime = os.fstat(f.fileno()).st_mtime
-        bodies = {}
-        for coding, variant in variants.items():
-            with open(variant, "rb") as f:
-                bodies[coding] = f.read(MEMORY_FILE_MAX + 1)
-        loaded = Loaded(digest_bytes(body), body, mtime, key, bodies)
-        if len(body) <= MEMORY_FILE_MAX and all(len(b) <= MEMORY_FILE_MAX for b in bodies.values()):
-            self.memory.put(served, loaded)
-        return loaded
 
 
 def check_manifest(config: Config, manifest: Manifest, found: Manifest) -> None:
@@ -216,4 +203,51 @@ def check_manifest(config: Config, manifest: Manifest, found: Manifest) -> None:
     log.warning("%s", message)
 
 
-_create_lock = threading.Lock()
+class Copies:
+    """The hashed copies an output's builds wrote, by logical path and digest, read from
+    the build snapshots in ``DIR/.assetver/builds/`` (again whenever a build adds one):
+    only a copy named there is served as a digest's bytes. A file that merely sits at a
+    hashed path (a vendored ``lib.0123456789abcdef.js``) is not one."""
+
+    def __init__(self, output: str | None) -> None:
+        self._dir = os.path.join(output, STATE_DIR, BUILDS_DIR) if output is not None else None
+        self._seen: tuple[int, int] | None = None
+        self._index: dict[tuple[str, str], Entry] = {}
+
+    def get(self, logical: str, digest: str) -> Entry | None:
+        found = self._index.get((logical, digest))
+        if found is None and self._changed():
+            self._load()
+            found = self._index.get((logical, digest))
+        return found
+
+    def _changed(self) -> bool:
+        if self._dir is None:
+            return False
+        try:
+            st = os.stat(self._dir)
+        except OSError:
+            return False
+        seen = (st.st_mtime_ns, st.st_ino)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return True
+
+    def _load(self) -> None:
+        assert self._dir is not None
+        index: dict[tuple[str, str], Entry] = {}
+        try:
+            names = os.listdir(self._dir)
+        except OSError:
+            names = []
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                snapshot = Manifest.load(os.path.join(self._dir, name))
+            except ManifestError:
+                continue
+            if snapshot.output:
+                index.update(((p, e.digest), e) for p, e in snapshot.items())
+        self._index = index

@@ -26,11 +26,9 @@ import contextlib
 import datetime
 import logging
 import os
-import stat
 import threading
 import time
-from collections.abc import Generator, Iterable
-from dataclasses import dataclass
+from collections.abc import Generator
 from typing import Any
 
 import tornado.process
@@ -41,14 +39,13 @@ from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 
 from . import startup
-from .errors import ConfigError
-from .hashing import OPEN_FLAGS, digest_bytes
-from .http import SUFFIXES, accepted_encodings, content_type
-from .memory import Loaded
-from .policy import IMMUTABLE_SECONDS, NO_STORE, Status, cache_control, classify
-from .serving import MEMORY_FILE_MAX, Assets, Config, Target
+from .answer import Answer, Redirect, Served, plain
+from .errors import ConfigError, Refused
+from .http import content_type
+from .policy import IMMUTABLE_SECONDS, NO_STORE, cache_control
+from .serving import Assets, Config
 from .statkey import key_of
-from .urls import hashed_path, is_digest, is_hidden
+from .urls import is_hidden, is_internal
 
 log = logging.getLogger("assetver")
 
@@ -253,24 +250,6 @@ UI_METHODS = {
 win on a clash); handlers reach them as ``self.ui["stylesheet_tag"](path)``."""
 
 
-@dataclass(slots=True)
-class _Served:
-    """What one response sends: decided in `validate_absolute_path`."""
-
-    status: Status | None
-    label: str | None
-    """The digest the bytes are proven to be (the ETag), or None (a stat-based ETag)."""
-    size: int
-    mtime: float
-    body: bytes | None = None
-    """The bytes, when they come from memory."""
-    fd: int = -1
-    key: bytes | None = None
-    """Root mode: the key the file must still have when the last byte is read."""
-    coding: str | None = None
-    vary: bool = False
-
-
 class StaticFileHandler(tornado.web.StaticFileHandler):
     """A `tornado.web.StaticFileHandler` that versions URLs from the manifest.
 
@@ -282,7 +261,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     directories (``{"path": ...}``) work as with Tornado's class, revalidated.
     """
 
-    _served: _Served | None = None
+    _served: Served | None = None
     _logical: str | None = None
 
     def set_default_headers(self) -> None:
@@ -331,221 +310,57 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     def parse_url_path(self, url_path: str) -> str:
         if "\x00" in url_path:
             raise HTTPError(400, "NUL in path")
-        if is_hidden(url_path):
+        if not self._may_serve(url_path):
             raise HTTPError(404)
         self._logical = url_path
         return super().parse_url_path(url_path)
 
-    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        path = self._decide(root, absolute_path)
-        if self._served is not None:
-            if _overrides(type(self), "get_content", "get_content_size", "get_modified_time"):
-                self._served = None  # a subclass serves its own bytes: Tornado's ways apply
-            else:
-                # Tornado's get() calls self.get_content(...): reading from what was decided
-                # here, not reopening the path, is what keeps bytes and proof together.
-                self.__dict__["get_content"] = self._read
-        return path
-
-    def _decide(self, root: str, absolute_path: str) -> str | None:
+    def _may_serve(self, logical: str) -> bool:
+        """Dotfiles are never served, unless the app counts them (then only assetver's
+        own state and temporary files are not)."""
         assets = self._assets()
-        if assets is None or self._logical is None:
-            path = self._validate(root, absolute_path)
-            if path is not None:
-                self._served = self._plain(path, None)
-            return path
-        values = self.request.query_arguments.get("v")
-        target = assets.resolve(self._logical, values[-1].decode("latin-1") if values else None)
-        if target.entry is None and target.requested is not None and assets.config.output:
-            return self._serve_retained(assets, root, target.logical, target.requested, None)
-        if target.entry is None:
-            path = self._validate(root, absolute_path)
-            if path is None:
-                return None
-            logical = os.path.relpath(path, os.path.realpath(root)).replace(os.sep, "/")
-            entry = assets.manifest.get(logical) if logical != self._logical else None
-            if entry is None:  # not in the manifest (or a directory's default file that is)
-                self._served = self._plain(path, target.requested)
-                return path
-            target = Target(logical, None, entry)
-        entry, requested = target.entry, target.requested
-        assert entry is not None
-        if requested is not None and requested != entry.digest:
-            if assets.config.output and is_digest(requested):
-                path = self._serve_retained(assets, root, target.logical, requested, entry)
-                if path is not None or self._finished:
-                    return path
-            policy = assets.config.stale
-            if policy == "404":
-                raise HTTPError(404)
-            if policy == "redirect":
-                self.set_header("Cache-Control", NO_STORE)
-                self.redirect(assets.url(target.logical))
-                return None
-        if assets.config.output is not None:
-            return self._serve_output(
-                assets, root, target.logical, entry.digest, requested, entry.variants
-            )
-        return self._serve_root(assets, root, target.logical, entry.digest, requested)
+        if assets is not None and assets.config.options.include_hidden:
+            return not any(map(is_internal, logical.split("/")))
+        return not is_hidden(logical)
 
-    def _serve_output(
-        self,
-        assets: Assets,
-        root: str,
-        logical: str,
-        digest: str,
-        requested: str | None,
-        variants: Iterable[str],
-    ) -> str | None:
-        """Serves the hashed copy of ``digest`` from the output (content-addressed)."""
-        hashed = hashed_path(logical, digest)
-        status = classify(requested, digest, proven=True, retained=requested == digest)
-        if requested is not None and requested != digest and status.immutable:
-            status = Status.STALE
-        coding = self._coding(variants)
-        absolute = os.path.join(root, hashed)
-        loaded = assets.memory.get(hashed)
-        if loaded is None:
-            path = self._validate(root, absolute)
-            if path is None:
-                return None
-            suffixes = {c: path + SUFFIXES[c] for c in variants}
-            fd, st = _open(path)
-            if st.st_size <= MEMORY_FILE_MAX:
-                os.close(fd)
-                loaded = assets.load(hashed, path, key=None, variants=suffixes)
-                if loaded.digest != digest:
-                    assets.warn_once(
-                        f"{path} does not hash to its name: the output is damaged; "
-                        f"rebuild it: assetver build {assets.config.root} -o {root}"
-                    )
-                    raise HTTPError(500, "damaged output")
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        assets = self._assets()
+        if _overrides(type(self), *_CONTENT_HOOKS):  # a subclass serves its own bytes
+            return self._validate(root, absolute_path)
+        result: Served | Redirect | None
+        try:
+            if assets is None or self._logical is None:
+                path = self._validate(root, absolute_path)
+                result = None if path is None else plain(path, root)
             else:
-                if coding is not None and "Range" not in self.request.headers:
-                    os.close(fd)
-                    fd, st = _open(suffixes[coding])
-                else:
-                    coding = None
-                self._served = _Served(
-                    status,
-                    digest,
-                    st.st_size,
-                    st.st_mtime,
-                    fd=fd,
-                    coding=coding,
-                    vary=bool(suffixes),
+                values = self.request.query_arguments.get("v")
+                query = values[-1].decode("latin-1") if values else None
+                answer = Answer(
+                    assets,
+                    root,
+                    lambda inside: self._validate(root, os.path.join(root, inside)),
+                    self.request.headers.get("Accept-Encoding"),
+                    "Range" in self.request.headers,
                 )
-                return absolute
-        self._served = self._from_memory(status, loaded, coding, vary=bool(loaded.variants))
-        return absolute
-
-    def _serve_retained(
-        self, assets: Assets, root: str, logical: str, digest: str, entry: Any
-    ) -> str | None:
-        """A digest that is not current: its hashed copy, if the output still has it."""
-        hashed = hashed_path(logical, digest)
-        if assets.memory.get(hashed) is None:
-            absolute = os.path.join(root, hashed)
-            try:
-                st = os.stat(absolute)
-            except OSError:
-                st = None
-            if st is None or not stat.S_ISREG(st.st_mode):
-                if entry is None:
-                    raise HTTPError(404)
-                return None
-        found = [
-            c
-            for c, suffix in SUFFIXES.items()
-            if os.path.isfile(os.path.join(root, hashed + suffix))
-        ]
-        return self._serve_output(assets, root, logical, digest, digest, found)
-
-    def _serve_root(
-        self, assets: Assets, root: str, logical: str, digest: str, requested: str | None
-    ) -> str | None:
-        """Serves ``logical`` from the root: from memory when its stat key is the one
-        it had when read, else from the file, proven by the key recorded at hashing."""
-        absolute = os.path.join(root, logical)
-        loaded = assets.memory.get(logical)
-        if loaded is not None:
-            try:
-                st = os.lstat(absolute)
-            except OSError:
-                st = None
-            if st is not None and stat.S_ISREG(st.st_mode) and key_of(st) == loaded.key:
-                proven = loaded.digest == digest
-                status = classify(requested, digest, proven=proven)
-                self._served = self._from_memory(status, loaded, None, vary=False)
-                return absolute
-        path = self._validate(root, absolute)
-        if path is None:
+                result = answer(assets.resolve(self._logical, query))
+        except Refused as e:
+            raise HTTPError(e.code) from e
+        if isinstance(result, Redirect):
+            self.set_header("Cache-Control", NO_STORE)
+            self.redirect(result.url)
             return None
-        fd, st = _open(path)
-        key = key_of(st)
-        if st.st_size <= MEMORY_FILE_MAX:
-            with os.fdopen(fd, "rb") as f:
-                body = f.read()
-            # Kept under its stat key: a hit serves exactly these bytes, labelled with
-            # their own digest, so even a rewrite the key cannot see serves no wrong label.
-            loaded = Loaded(digest_bytes(body), body, st.st_mtime, key)
-            assets.memory.put(logical, loaded)
-            status = classify(requested, digest, proven=loaded.digest == digest)
-            if loaded.digest != digest:
-                self._unproven(assets, path)
-            self._served = self._from_memory(status, loaded, None, vary=False)
-            return path
-        proven = assets.proofs.get(logical) == key
-        status = classify(requested, digest, proven=proven)
-        if not proven:
-            self._unproven(assets, path)
-        self._served = _Served(
-            status,
-            digest if proven else None,
-            st.st_size,
-            st.st_mtime,
-            fd=fd,
-            key=key if proven else None,
-        )
-        return path
-
-    def _unproven(self, assets: Assets, path: str) -> None:
-        assets.warn_once(
-            f"{path} is not the file its manifest digest was made from (changed since the "
-            f"build): served unversioned. Rebuild: assetver build {assets.config.root}"
-        )
-
-    def _from_memory(
-        self, status: Status, loaded: Loaded, coding: str | None, *, vary: bool
-    ) -> _Served:
-        body = loaded.body
-        if coding is not None and coding in loaded.variants and "Range" not in self.request.headers:
-            body = loaded.variants[coding]
-        else:
-            coding = None
-        return _Served(
-            status, loaded.digest, len(body), loaded.mtime, body=body, coding=coding, vary=vary
-        )
-
-    def _plain(self, path: str, requested: str | None) -> _Served:
-        """A file the manifest does not have: current bytes, revalidated."""
-        fd, st = _open(path)
-        status = Status.ABSENT if requested is None else Status.STALE
-        return _Served(status, None, st.st_size, st.st_mtime, fd=fd)
-
-    def _coding(self, variants: Iterable[str]) -> str | None:
-        available = set(variants)
-        if not available or "Range" in self.request.headers:
+        if result is None:
             return None
-        for coding in accepted_encodings(self.request.headers.get("Accept-Encoding")):
-            if coding in available:
-                return coding
-        return None
+        self._served = result
+        # Tornado's get() calls self.get_content(...): reading from what was decided here,
+        # not reopening the path, is what keeps bytes and proof together.
+        self.__dict__["get_content"] = self._read
+        return result.path
 
     def _validate(self, root: str, absolute_path: str) -> str | None:
         """Tornado's validation, with what releases before 6.5.9 and 6.6 do not check
         done first: the file that would be opened (symlinks resolved) is inside the root
-        and not hidden, and no redirect starts with two slashes (an open redirect)."""
+        and may be served, and no redirect starts with two slashes (an open redirect)."""
         self._inside(root, absolute_path)
         if (
             self.default_filename is not None
@@ -554,25 +369,36 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             and os.path.isdir(absolute_path)
         ):
             raise HTTPError(403, "cannot redirect path with two initial slashes")
-        path = super().validate_absolute_path(root, absolute_path)
+        try:
+            path = super().validate_absolute_path(root, absolute_path)
+        except OSError as e:  # a component swapped while Tornado resolved it
+            raise HTTPError(404) from e
         if path is None:
             return None
         return self._inside(root, path)
 
     def _inside(self, root: str, path: str) -> str:
-        real = os.path.realpath(path)
-        inside = os.path.relpath(real, os.path.realpath(root)).replace(os.sep, "/")
+        try:
+            real, real_root = os.path.realpath(path), os.path.realpath(root)
+        except (OSError, ValueError) as e:
+            raise HTTPError(404) from e
+        inside = os.path.relpath(real, real_root).replace(os.sep, "/")
         if inside.startswith("../") or inside == ".." or os.path.isabs(inside):
             raise HTTPError(403, "%s is not in root static directory", self.path)
-        if is_hidden(inside):
+        if inside != "." and not self._may_serve(inside):
             raise HTTPError(404)
         return real
 
     def should_return_304(self) -> bool:
-        # Tornado before 6.5 answers an unparsable If-Modified-Since with a 500.
+        served = self._served
+        status = served.status if served is not None else None
+        if status is not None and status.immutable and "If-None-Match" not in self.request.headers:
+            # A 304 carrying a year of caching must be for the bytes the client holds:
+            # only its ETag (the digest) says which, a date does not.
+            return False
         try:
             return super().should_return_304()
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # Tornado before 6.5: a bad If-Modified-Since
             return False
 
     def _read(
@@ -586,20 +412,22 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
             return served.body[start:end]
         return self._stream(served, start or 0, served.size if end is None else end)
 
-    def _stream(self, served: _Served, start: int, end: int) -> Generator[bytes, None, None]:
+    def _stream(self, served: Served, start: int, end: int) -> Generator[bytes, None, None]:
         fd = served.fd
         while start < end:
             chunk = os.pread(fd, min(64 * 1024, end - start), start)
-            if not chunk:
-                break
             start += len(chunk)
-            if start >= end and served.key is not None and key_of(os.fstat(fd)) != served.key:
+            last = start >= end or not chunk
+            if last and (
+                not chunk or (served.key is not None and key_of(os.fstat(fd)) != served.key)
+            ):
                 log.warning(
                     "%s changed while it was sent; the response is cut short so that no "
                     "cache keeps it",
-                    self.absolute_path,
+                    served.path,
                 )
                 _cut_short(self.request.connection)
+                yield b""  # written to the closed stream: Tornado's get() ends quietly
                 return
             yield chunk
 
@@ -657,14 +485,17 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         return super().finish(chunk)
 
     def on_finish(self) -> None:
-        served = self._served
-        if served is not None and served.fd >= 0:
-            os.close(served.fd)
-            served.fd = -1
+        if self._served is not None:
+            self._served.close()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Cache-Control", NO_STORE)
         super().write_error(status_code, **kwargs)
+
+
+_CONTENT_HOOKS = ("get_absolute_path", "get_content", "get_content_size", "get_modified_time")
+"""Tornado's hooks for serving bytes from elsewhere: a subclass overriding one gets
+Tornado's own serving (and assetver's revalidating headers), never a proof."""
 
 
 def _overrides(cls: type, *names: str) -> bool:
@@ -675,21 +506,6 @@ def _overrides(cls: type, *names: str) -> bool:
         if any(name in vars(klass) for name in names):
             return True
     return False
-
-
-def _open(path: str) -> tuple[int, os.stat_result]:
-    """Opens the file that will be served and stats it through the descriptor, so the
-    bytes sent and the stat checked are those of one file whatever renames happen."""
-    try:
-        fd = os.open(path, OPEN_FLAGS)
-    except OSError as e:
-        raise HTTPError(404) from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise HTTPError(403, "not a file")
-    os.set_blocking(fd, True)
-    return fd, st
 
 
 _expires_at: tuple[int, str] = (0, "")
@@ -707,4 +523,4 @@ def _expires() -> str:
 def _cut_short(connection: Any) -> None:
     """Closes the connection under a response whose body cannot be finished: the client
     sees fewer bytes than Content-Length and no cache keeps what it got."""
-    connection.detach().close()
+    connection.stream.close()

@@ -24,6 +24,13 @@ STATE_DIR = ".assetver"
 """Directory holding the build's own state (manifest, cache, history); never served,
 never part of a manifest."""
 
+MANIFEST_NAME = "manifest.json"
+"""The manifest's name in the state directory (of a root or of an output)."""
+
+BUILDS_DIR = "builds"
+"""The directory of an output's state holding every retained build's manifest, named by
+its digest."""
+
 TEMP_PREFIX = ".assetver-"
 """Prefix of temporary files of atomic writes, which scans and watchers leave out."""
 
