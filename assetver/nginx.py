@@ -15,8 +15,9 @@ mapped by regular expressions to ``app.<d>.css`` as `urls.hashed_path` does); th
 is served when it exists, current or retained, since a hashed copy is content-addressed.
 Immutability is decided from the file ``try_files`` served (``$uri`` read first in
 ``add_header``), never from the URL. Variants: ``gzip_static`` and, with ``brotli``,
-``brotli_static`` (Debian's libnginx-mod-http-brotli-static); zstd variants are served by
-Tornado only (nginx has no stock module). ``stale="redirect"`` sends the *unversioned*
+``brotli_static`` (Debian's libnginx-mod-http-brotli-static), ``Vary: Accept-Encoding``
+on every file (``gzip_vary`` would open each ``.gz`` to decide); zstd variants are
+served by Tornado only (nginx has no stock module). ``stale="redirect"`` sends the *unversioned*
 URL (the configuration knows no digests; the handler sends the current versioned URL)
 and answers 404 for names that need percent-encoding. A hashed name with a ``?v=``
 digest is read by its ``?v=`` (the handler reads the name). The manifest only lists its

@@ -806,6 +806,8 @@ def test_output_current_retained_stale_forged_absent(nginx: Nginx, out: Path, st
         assert_revalidated(get(port, "/static/css/app.css?v"), CSS)
         assert_revalidated(get(port, "/static/css/app.css"), CSS)
         assert_revalidated(get(port, f"/static/css/app.css?w={new}"), CSS)
+        # a hashed name with a ?v= digest is read by its ?v= (the handler reads the name)
+        assert_revalidated(get(port, f"{output_url('css/app.css', new, 'filename')}?v={old}"), CSS)
         for missing in ("css/none.css", "none"):
             assert_not_found(get(port, output_url(missing, new, style)))
             assert_not_found(get(port, f"/static/{missing}"))
@@ -951,7 +953,7 @@ def test_output_names_that_look_hashed(nginx: Nginx, tmp_path: Path) -> None:
     m = write_output(out, files, codings=())
     port = free_port()
     config = output_config(out, port)
-    assert '"/static/x.0123456789abcdef.js" $assetver_asked;' in config
+    assert '"/static/x.0123456789abcdef.js" $uri;' in config
     nginx.site(config)
     with nginx.running(port):
         for name, body in files.items():
@@ -977,21 +979,28 @@ def test_shapes_agree_with_hashed_path() -> None:
     """The rendered regular expressions are `hashed_path` and `split_hashed` (checked
     in Python's re, whose syntax for them is PCRE's)."""
     config = render(Manifest({}, output=True), root="/srv/out")
-    copy = _map_entries(config, "assetver_copy")
+    query = _map_entries(config, "assetver_query_copy")
+    named = _map_entries(config, "assetver_named_copy")
     logical = _map_entries(config, "assetver_logical")
+
+    def copy(arg_v: str, uri: str) -> str:
+        """The $assetver_copy chain: by $arg_v, the ?v= shapes, else the name's."""
+        found = _nginx_map(query, f"{arg_v}&{uri}", default="") if arg_v else ""
+        return found or _nginx_map(named, uri, default="")
 
     @given(st.lists(NAMES, min_size=1, max_size=3), DIGESTS)
     def check(segments: list[str], digest: str) -> None:
         if any(s.startswith(".") for s in segments):
             return
         path = "/".join(segments)
-        hashed = PREFIX + hashed_path(path, digest)
+        hashed = hashed_path(path, digest)
         split = split_hashed(path)
-        named = hashed if split is None else PREFIX + path
-        assert _nginx_map(copy, f"{digest}&{PREFIX}{path}", default="") == named
-        assert _nginx_map(copy, f"&{hashed}", default="") == hashed
-        assert _nginx_map(copy, f"&{PREFIX}{path}", default="") == ("" if split is None else named)
-        assert _nginx_map(logical, hashed, default=hashed) == PREFIX + path
+        marked = PREFIX + "./"
+        assert copy(digest, PREFIX + path) == marked + hashed
+        assert copy("", PREFIX + hashed) == marked + hashed
+        assert copy("notadigest", PREFIX + hashed) == marked + hashed
+        assert copy("", PREFIX + path) == (marked + path if split else "")
+        assert _nginx_map(logical, PREFIX + hashed, default="") == PREFIX + path
         plain = _nginx_map(logical, PREFIX + path, default=PREFIX + path)
         assert plain == PREFIX + (split[0] if split else path)
 
@@ -1013,8 +1022,6 @@ def _nginx_map(entries: list[tuple[str, str]], value: str, *, default: str) -> s
     for regex, template in entries:
         found = re.search(regex, value)
         if found:
-            if template == "$uri":
-                return value.split("&", 1)[-1]
             return found.expand(re.sub(r"\$(\d)", r"\\g<\1>", template))
     return default
 
@@ -1074,6 +1081,14 @@ def test_output_media_types(nginx: Nginx, tmp_path: Path) -> None:
                 r = get(port, url)
                 assert r.headers["Content-Type"] == expected, url
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
+        for name, media_type in (
+            ("f.mjs", "text/javascript"),
+            ("f.woff2", "font/woff2"),
+            ("f.wasm", "application/wasm"),
+            ("f.webmanifest", "application/manifest+json"),
+            ("f.svg", "image/svg+xml"),
+        ):
+            assert get(port, f"/static/{name}").headers["Content-Type"] == media_type
         assert get(port, "/favicon.ico").status == 404
 
 
