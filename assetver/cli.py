@@ -210,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--brotli",
         action="store_true",
-        help="serve .br variants of an output (brotli_static; needs libnginx-mod-http-brotli-static)",
+        help="serve .br variants of an output (brotli_static, from Debian's brotli module)",
     )
     p.add_argument(
         "--max-age",

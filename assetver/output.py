@@ -45,7 +45,7 @@ from .http import SUFFIXES
 from .manifest import Entry, Manifest
 from .references import Diagnostic
 from .scan import ALL_FILES, ScanOptions, check_root
-from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, hashed_path, is_digest
+from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, hashed_path, is_digest, split_hashed
 
 log = logging.getLogger("assetver")
 
@@ -368,6 +368,18 @@ class _Compile:
                 raise CompileError(
                     f"{logical} is both a file of the tree and the name of a hashed copy "
                     f"(of {owner}); rename it, or exclude it with --exclude '{logical}'"
+                )
+            if split_hashed(logical) is not None:
+                self.diagnostics.append(
+                    Diagnostic(
+                        logical,
+                        1,
+                        1,
+                        "hashed-looking-name",
+                        "its name looks like a hashed copy's: assetver serves it as the "
+                        "file it is, but nginx and CDNs, which do not read the manifest, "
+                        "cache it as immutable",
+                    )
                 )
 
     def _repair_copies(self, entries: dict[str, Entry], files: dict[str, Entry]) -> None:
