@@ -106,6 +106,30 @@ class Answer:
             return self.copy(target.logical, entry, status)
         return self.source(target.logical, entry, requested)
 
+    def in_memory(self, logical: str, entry: Entry, requested: str | None) -> Served | None:
+        """The answer for ``entry`` (current or unversioned) when its bytes are in memory
+        and still those of the file (a root's file checked by its stat key); None
+        otherwise, for the full path through the adapter's checks."""
+        if self.assets.config.output is not None:
+            hashed = entry.hashed
+            loaded = self.assets.memory.get(hashed) if hashed is not None else None
+            if loaded is None or hashed is None:
+                return None
+            status = classify(requested, entry.digest, proven=True)
+            coding = self.coding(entry.variants)
+            return self.from_memory(status, loaded, coding, hashed, vary=bool(entry.variants))
+        loaded = self.assets.memory.get(logical)
+        if loaded is None:
+            return None
+        try:
+            st = os.lstat(os.path.join(self.root, logical))
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode) or key_of(st) != loaded.key:
+            return None
+        status = classify(requested, entry.digest, proven=loaded.digest == entry.digest)
+        return self.from_memory(status, loaded, None, logical, vary=False)
+
     def plain(self, logical: str, requested: str | None) -> Served | Redirect | None:
         """A file the manifest does not name (or a directory's default file that it
         does): current bytes, revalidated."""

@@ -264,6 +264,50 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
     _served: Served | None = None
     _logical: str | None = None
 
+    def prepare(self) -> None:
+        """Answers a GET or HEAD whose bytes are in memory (the common case) here: the
+        same hooks (`set_headers`, `should_return_304`, `write`, `finish`) and so the
+        same headers, transforms and subclass overrides as Tornado's `get`, without its
+        streaming machinery. Anything else (a range, a file not in memory, a subclass
+        that serves its own way) goes on to `get` as usual."""
+        request = self.request
+        if request.method not in ("GET", "HEAD") or "Range" in request.headers:
+            return
+        if len(self.path_args) != 1 or self.path_kwargs or _overrides(type(self), *_OWN_WAYS):
+            return
+        if self.application.transforms:  # compress_response: Tornado's get() chunks feed it
+            return
+        assets = self._assets()
+        if assets is None:
+            return
+        url_path = self.path_args[0]
+        if "\x00" in url_path or not self._may_serve(url_path):
+            return
+        values = request.query_arguments.get("v")
+        target = assets.resolve(url_path, values[-1].decode("latin-1") if values else None)
+        entry = target.entry
+        if entry is None or (target.requested is not None and target.requested != entry.digest):
+            return
+        served = Answer(
+            assets, self.root, _never, request.headers.get("Accept-Encoding"), False
+        ).in_memory(target.logical, entry, target.requested)
+        if served is None:
+            return
+        self._logical = url_path
+        self.path = url_path
+        self.absolute_path = served.path
+        self._served = served
+        self.modified = self.get_modified_time()
+        self.set_headers()
+        if self.should_return_304():
+            self.set_status(304)
+        else:
+            self.set_header("Content-Length", served.size)
+            if request.method == "GET":
+                assert served.body is not None
+                self.write(served.body)
+        self.finish()
+
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
 
@@ -494,6 +538,14 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
 
 
 _CONTENT_HOOKS = ("get_absolute_path", "get_content", "get_content_size", "get_modified_time")
+_OWN_WAYS = (*_CONTENT_HOOKS, "get", "head", "parse_url_path", "validate_absolute_path")
+"""What a subclass overrides when `prepare`'s answer from memory would bypass its code."""
+
+
+def _never(path: str) -> str | None:
+    raise AssertionError("an answer from memory opens no file")
+
+
 """Tornado's hooks for serving bytes from elsewhere: a subclass overriding one gets
 Tornado's own serving (and assetver's revalidating headers), never a proof."""
 
