@@ -206,6 +206,7 @@ class _Compile:
             write_atomic(self.manifest_path, text)
         self._current_files(manifest, previous if complete else None)
         diagnostics = [astuple(d) for d in self.diagnostics]
+        state.forget(manifest, files)
         state.save(self.state_dir)
         snapshot = {p: (e.digest, e.size, dict(e.extra)) for p, e in manifest.items()}
         marker = (self.fingerprint, digest_bytes(text), snapshot, diagnostics)
@@ -305,13 +306,20 @@ class _Compile:
             ]
             for p, refs in found_refs.items()
         }
+        # An output is reused only while its hashed copy exists (it may have been pruned
+        # while the tree held other bytes, then the old bytes came back).
+        reuse = {
+            p: record
+            for p, record in state.outputs.items()
+            if p in files and os.path.exists(os.path.join(self.out, hashed_path(p, record[1])))
+        }
         result = merkle.compile_tree(
             resolved,
             data_of=data_of,
             digest_of=lambda p: files[p].digest,
             hexdigest=digest_bytes,
             cycles=self.settings.cycles,
-            reuse=state.outputs,
+            reuse=reuse,
         )
         self.diagnostics += result.diagnostics
         entries: dict[str, Entry] = {}
@@ -613,6 +621,15 @@ class _State:
             "variants": self.variants,
         }
         write_atomic(os.path.join(state_dir, STATE), marshal.dumps(data), durable=False)
+
+    def forget(self, manifest: Manifest, sources: dict[str, Entry]) -> None:
+        """Keeps only what the next build may reuse: references of current sources,
+        outputs of current paths, variants of hashed copies some build still names."""
+        digests = {e.digest for e in sources.values()}
+        self.refs = {d: r for d, r in self.refs.items() if d in digests}
+        self.outputs = {p: o for p, o in self.outputs.items() if p in manifest}
+        live = {e.hashed for e in manifest.values()}
+        self.variants = {h: v for h, v in self.variants.items() if h in live}
 
     def refs_of(self, digest: str) -> list[references.Reference] | None:
         found = self.refs.get(digest)
