@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -81,6 +81,7 @@ def build(
     copy_to: str | None = None,
     keep: Callable[[str], bool] | None = None,
     progress: Progress | None = None,
+    only: Collection[str] | None = None,
 ) -> BuildResult:
     """Builds the manifest of ``root``.
 
@@ -92,7 +93,10 @@ def build(
     margin). With ``copy_to``, each file hashed also gets its hashed copy written
     there, from the bytes that were hashed. Files for which ``keep(logical)`` is true
     are read in this process instead, never copied, and their bytes returned in
-    ``kept`` (stylesheets to rewrite).
+    ``kept`` (stylesheets to rewrite). ``only`` (with ``previous``) names the logical
+    paths that may have changed, as a watcher's events say: just those are looked at,
+    and every other file keeps its cached entry unlooked-at, so a later full build must
+    catch what the events missed.
     """
     started = time.perf_counter()
     real_root = check_root(os.fspath(root))
@@ -103,9 +107,13 @@ def build(
     )
     with _gc_paused():
         run = _Run(job, default_jobs() if jobs is None else jobs, keep, progress)
-        found = None if previous is None else cache_file.listing(real_root, previous)
+        found = None
+        if previous is not None and not (only is not None and previous.dirs is not None):
+            found = cache_file.listing(real_root, previous)
         if previous is None:
             outcome = run.cold(real_root, options)
+        elif only is not None and previous.dirs is not None:
+            outcome = run.targeted(real_root, options, previous, only)
         elif found is None:
             outcome = run.rescan(real_root, options, previous)
         else:
@@ -205,6 +213,34 @@ class _Run:
         outcome.relisted = len(found.dirs) - len(listing.dirs)
         return outcome
 
+    def targeted(
+        self, real_root: str, options: ScanOptions, previous: Cache, only: Collection[str]
+    ) -> _Outcome:
+        """A build that looks only at ``only``: each path's directory is listed again (a
+        directory named is walked whole), the files found there stat'ed; the rest of the
+        cache is taken as it is."""
+        assert previous.dirs is not None
+        gone = tuple(p + "/" for p in only)
+        relist = {p[: p.rfind("/") + 1] for p in only}
+        relist |= {d for d in gone if os.path.isdir(real_root + "/" + d)}
+        dirs = [(d, k) for d, k in previous.dirs if d not in relist and not d.startswith(gone)]
+        known = frozenset(d for d, _ in dirs) | relist
+        found = ScanResult(real_root)
+        found.dirs = list(dirs)
+        walked = [f for batch in walk(found, options, sorted(relist), known) for f in batch]
+        keep = [
+            (p, k)
+            for p, k in zip(previous.paths, split_keys(previous.keys), strict=True)
+            if p[: p.rfind("/") + 1] not in relist and not p.startswith(gone) and p not in only
+        ]
+        walked += [(p, self.job.base + p, None) for p, k in keep if k == RACY]  # stat them
+        keep = [(p, k) for p, k in keep if k != RACY]
+        outcome = self._reuse(
+            walked, [p for p, _ in keep], b"".join(k for _, k in keep), previous, found
+        )
+        outcome.relisted = len(found.dirs) - len(dirs)
+        return outcome
+
     def _reuse_listed(self, paths: list[str], keys: bytes, previous: Cache) -> _Outcome:
         """The cached files, every directory unchanged: same paths, compared by index."""
         digests, sizes = previous.digests, previous.sizes()
@@ -257,7 +293,7 @@ class _Run:
         todo: list[Found] = []
         for logical, key in candidates:
             hit = cached.get(logical)
-            if hit is not None and hit[0] == key:
+            if hit is not None and hit[0] == key and key != RACY:
                 files[logical] = Entry(hit[1], size_of(key))
                 keys[logical] = key
             else:
@@ -364,6 +400,7 @@ def build_cached(
     copy_to: str | None = None,
     keep: Callable[[str], bool] | None = None,
     progress: Progress | None = None,
+    only: Collection[str] | None = None,
 ) -> BuildResult:
     """`build` with its cache read from, and saved to, the file ``cache_path`` (written
     only when it changed; its directory is where the racy rule's clock is read)."""
@@ -381,6 +418,7 @@ def build_cached(
         copy_to=copy_to,
         keep=keep,
         progress=progress,
+        only=only,
     )
     if result.cache is not previous:
         cache_file.save(cache_path, real_root, fingerprint, result.cache)

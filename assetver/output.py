@@ -24,7 +24,7 @@ import logging
 import marshal
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
@@ -137,6 +137,7 @@ def compile_output(
     jobs: int | None = None,
     progress: Progress | None = None,
     cache: bool = True,
+    only: Collection[str] | None = None,
 ) -> Compiled:
     """Compiles ``root`` into ``output``; see the module docstring. ``settings``
     default to `CompileOptions.make`'s (variants br and gzip).
@@ -161,6 +162,7 @@ def compile_output(
                 copy_to=out,
                 keep=references.is_rewritable,
                 progress=progress,
+                only=only,
             )
             if cache
             else build(

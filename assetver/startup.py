@@ -25,6 +25,10 @@ from .urls import STATE_DIR
 
 log = logging.getLogger("assetver")
 
+VERIFY_SECONDS = 1.0
+"""How soon after a rebuild that looked only where events pointed a debug watcher looks
+at everything."""
+
 RECHECK_SECONDS = 0.05
 """How soon a debug watcher hashes again files too recent to prove by their stat keys."""
 
@@ -39,6 +43,15 @@ def scan_options(*, exclude: Iterable[str] = (), include_hidden: bool = False) -
     if isinstance(exclude, str):
         raise ConfigError(f"assetver_exclude={exclude!r} must be a list of glob patterns")
     return ScanOptions.make(exclude=exclude, include_hidden=include_hidden)
+
+
+def debug_settings(config: Config) -> Any:
+    """How debug mode compiles: root-relative references under the app's prefix, and no
+    variants (a font edit reaches every stylesheet's URL in milliseconds, not after
+    brotli 11; the identity bytes and URLs are those of a production build)."""
+    from .output import CompileOptions
+
+    return CompileOptions.make(prefix=config.prefix, compress="none")
 
 
 def output_manifest_path(output: str) -> str:
@@ -72,8 +85,10 @@ def _start_output(config: Config) -> Assets:
     if config.debug:
         from .output import compile_output
 
-        manifest = compile_output(config.root, config.output, options=config.options).manifest
-        return Assets(config, manifest, {})
+        compiled = compile_output(
+            config.root, config.output, options=config.options, settings=debug_settings(config)
+        )
+        return Assets(config, compiled.manifest, {})
     path = config.manifest_path or output_manifest_path(config.output)
     manifest = _load(path, config)
     if not manifest.output:
@@ -169,24 +184,33 @@ def watch(
         options = options.with_excluded(config.manifest_path)
     state: dict[str, Any] = {"manifest": assets.manifest, "cache": assets.cache, "starting": True}
 
-    def rebuild() -> float | None:
+    def rebuild(changed: frozenset[str] | None) -> float | None:
+        # Events say what to look at first; a full pass a moment later catches what
+        # they missed (a queue overflow, a change on another mount).
+        again = None if changed is None else VERIFY_SECONDS
         if config.output is not None:
             from .output import compile_output
 
-            compiled = compile_output(config.root, config.output, options=options)
+            compiled = compile_output(
+                config.root,
+                config.output,
+                options=options,
+                settings=debug_settings(config),
+                only=changed,
+            )
             update: tuple[Manifest, dict[str, Key]] = (compiled.manifest, {})
-            again = None
         else:
             result = build(
                 config.root,
                 options=options,
                 previous=state["cache"],
                 stamp=read_stamp(config.root),
+                only=changed,
             )
             state["cache"] = result.cache
             update = (result.manifest, proofs(result))
-            racy = len(result.cache.paths) - len(update[1])
-            again = RECHECK_SECONDS if racy else None
+            if len(result.cache.paths) > len(update[1]):  # files too recent to prove
+                again = RECHECK_SECONDS
         if update[0] != state["manifest"] or update[1] != state.get("proofs"):
             state["manifest"], state["proofs"] = update
             if state["starting"]:  # on the caller's thread: the first URL is already fresh

@@ -58,9 +58,10 @@ _EVENTS: list[type[FileSystemEvent]] = [
 _LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSYS})
 """Errors meaning "no inotify for us" (watch or instance limits) rather than a bad root."""
 
-Rebuild = Callable[[], "float | None"]
-"""Rebuilds from the tree; returns in how many seconds to rebuild again even without
-an event (files too recent to prove yet), or None."""
+Rebuild = Callable[["frozenset[str] | None"], "float | None"]
+"""Rebuilds from the tree: given the logical paths events named since the last rebuild
+(None: anything may have changed), returns in how many seconds to rebuild again even
+without an event (to verify, or for files too recent to prove yet), or None."""
 
 
 def refuse_in_child(task_id: int | None) -> None:
@@ -111,6 +112,7 @@ class Watcher:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._dirty = False
+        self._changed: set[str] | None = None
         self._first_event = self._last_event = 0.0
         self._again: float | None = None
         self._started = self._stopping = False
@@ -148,7 +150,7 @@ class Watcher:
         )
         self._observer = self._start_observer()
         try:
-            self._run_rebuild()
+            self._run_rebuild(None)
         except BaseException:
             self.stop()
             raise
@@ -241,26 +243,34 @@ class Watcher:
         paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
         if event.event_type in ("deleted", "moved") and os.fsdecode(event.src_path) == watched[0]:
             self._lost = True  # its inode number may be reused by the new root: not a tell
-        if not any(self._matters(watched[0], os.fsdecode(p)) for p in paths):
+        logicals = [self._logical(watched[0], os.fsdecode(p)) for p in paths]
+        relevant = [p for p in logicals if p and self._options.keeps(p)]
+        if not relevant and "" not in logicals:
             return
-        self._mark_dirty()
+        self._mark_dirty(relevant if "" not in logicals else None)
 
-    def _mark_dirty(self) -> None:
+    def _mark_dirty(self, paths: list[str] | None) -> None:
         now = time.monotonic()
         with self._cond:
             if not self._dirty:
                 self._dirty = True
                 self._first_event = now
+                self._changed = set()
+            if paths is None or self._changed is None:
+                self._changed = None
+            else:
+                self._changed.update(paths)
             self._last_event = now
             self._cond.notify()
 
-    def _matters(self, real_root: str, path: str) -> bool:
+    @staticmethod
+    def _logical(real_root: str, path: str) -> str | None:
+        """The logical path of an event's path ("" for the root), or None outside it."""
         if path == real_root:
-            return True
+            return ""
         if not path.startswith(real_root + os.sep):
-            return False
-        logical = path[len(real_root) + 1 :].replace(os.sep, "/")
-        return self._options.keeps(logical)
+            return None
+        return path[len(real_root) + 1 :].replace(os.sep, "/")
 
     def _check_root(self) -> None:
         """Watches the root anew when it is no longer the directory being watched."""
@@ -276,7 +286,7 @@ class Watcher:
             log.error("assetver watcher: cannot watch %s again: %s", self._root, e)
             self._watched = None
             return
-        self._mark_dirty()
+        self._mark_dirty(None)
 
     def _run(self) -> None:
         while True:
@@ -308,9 +318,11 @@ class Watcher:
                 if self._stopping:
                     break
                 self._dirty = False
+                changed = None if self._changed is None else frozenset(self._changed)
+                self._changed = None
                 self._again = None
             try:
-                self._run_rebuild()
+                self._run_rebuild(changed)
             except Exception as e:
                 if isinstance(e, (AssetverError, OSError)):
                     log.error("assetver watcher: cannot rebuild %s: %s", self._root, e)
@@ -318,8 +330,8 @@ class Watcher:
                     log.exception("assetver watcher: cannot rebuild %s", self._root)
         self._stop_observer()
 
-    def _run_rebuild(self) -> None:
-        again = self._rebuild()
+    def _run_rebuild(self, changed: frozenset[str] | None) -> None:
+        again = self._rebuild(changed)
         if again is not None:
             with self._cond:
                 due = time.monotonic() + again

@@ -53,14 +53,17 @@ class TagsTest(StaticTestCase):
 
     def app_settings(self) -> dict[str, Any]:
         extra = {"assetver_url_host": self.host} if self.host else {}
-        return {"template_loader": DictLoader({"page.html": PAGE}), **extra}
+        # Tornado caches template loaders by template_path, for every app in the process:
+        # a path of this test's own keeps another test's loader out.
+        loader = DictLoader({"page.html": PAGE})
+        return {"template_loader": loader, "template_path": self.tmp, **extra}
 
     def test_tags_carry_the_integrity_of_the_served_bytes(self) -> None:
         html = self.fetch("/").body.decode()
         links = re.findall(
             r'<(?:link|script) [^>]*(?:href|src)="([^"]+)"[^>]*integrity="([^"]+)"', html
         )
-        assert len(links) == 5
+        assert len(links) == 5, html
         for url, integrity in links:
             body = self.fetch(url.removeprefix(self.host)).body
             assert integrity == sri(body), url

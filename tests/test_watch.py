@@ -55,12 +55,12 @@ class Recorder:
         self.options = ScanOptions.make(exclude=exclude or ())
         return Watcher(root, rebuild=self.rebuild, options=self.options, **kwargs)
 
-    def rebuild(self) -> float | None:
+    def rebuild(self, changed: frozenset[str] | None = None) -> float | None:
         assert self.root is not None
         if self.fail_next:
             self.fail_next -= 1
             raise ValueError("boom")
-        result = build(self.root, options=self.options, previous=self.cache)
+        result = build(self.root, options=self.options, previous=self.cache, only=changed)
         self.cache = result.cache
         self.digested.append(result.digested)
         self.listed.append(result.relisted)
@@ -444,7 +444,7 @@ _FALLBACK_CHILD = textwrap.dedent(
     got = threading.Event()
     seen = []
 
-    def rebuild():
+    def rebuild(changed):
         seen.append(assetver.build_manifest(root))
         if len(seen) > 1:
             got.set()
@@ -555,7 +555,7 @@ _WATCH_LIMIT_CHILD = textwrap.dedent(
     seen = []
     got = threading.Event()
 
-    def rebuild():
+    def rebuild(changed):
         seen.append(assetver.build_manifest(root))
         if len(seen) > 1 and "d9/new.css" in seen[-1]:
             got.set()
@@ -608,3 +608,21 @@ def test_falls_back_to_polling_below_the_watch_limit() -> None:
     # watchdog 4 raises the limit for the root's own watch; later releases ignore it for
     # subdirectories, which the watcher tells from the watches it got
     assert "of 11 directories" in message or "watch limit reached" in message
+
+
+def test_a_rebuild_from_events_looks_only_where_they_point(tmp_path: Path) -> None:
+    """What a debug watcher does after an event: only the named paths' directories are
+    listed and their files stat'ed; the rest is the cache's (a full pass follows)."""
+    root = tmp_path / "big"
+    for d in range(60):
+        for f in range(20):
+            write(root, f"d{d}/f{f}.css", f"{d} {f}")
+    age(root)
+    first = build(root)
+    _atomic_save(root, "d7/f3.css", "edited")
+    write(root, "d9/new.css", "new")
+    shutil.rmtree(root / "d11")
+    only = frozenset({"d7/f3.css", "d7/.f3.css.swp", "d9/new.css", "d11", "d11/f0.css"})
+    again = build(root, previous=first.cache, only=only)
+    assert again.manifest == assetver.build_manifest(root)
+    assert again.digested == 2 and again.relisted == 3  # d7/, d9/ and the root (for d11)
