@@ -240,7 +240,24 @@ def modulepreload_tag(handler: tornado.web.RequestHandler, path: str) -> str:
     return f'<link rel="modulepreload" href="{href}"{_attributes(handler, path)}>'
 
 
+def static_url(
+    handler: tornado.web.RequestHandler,
+    path: str,
+    include_host: bool | None = None,
+    **kwargs: Any,
+) -> str:
+    """Templates' ``static_url``: Tornado's, except that with ``assetver_url_host`` the URL
+    already names its origin, and ``include_host`` must not put a second one in front.
+    (Handler code calling ``self.static_url(path, include_host=True)`` gets Tornado's own
+    method, which cannot tell: leave ``include_host`` off when ``assetver_url_host`` is
+    set.)"""
+    if _assets(handler.settings).config.url_host:
+        include_host = False
+    return handler.static_url(path, include_host=include_host, **kwargs)
+
+
 UI_METHODS = {
+    "static_url": static_url,
     "static_integrity": static_integrity,
     "stylesheet_tag": stylesheet_tag,
     "script_tag": script_tag,
