@@ -89,7 +89,10 @@ class Answer:
         if requested is not None and (entry is None or requested != entry.digest):
             if config.output is not None and is_digest(requested):
                 known = self.assets.copies.get(target.logical, requested)
-                if known is not None:
+                # A build named it; `assetver clean` may have removed it since.
+                if known is not None and os.path.isfile(
+                    os.path.join(self.root, known.hashed or "")
+                ):
                     return self.copy(target.logical, known, Status.RETAINED)
             if entry is None:
                 if target.named:

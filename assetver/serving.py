@@ -215,11 +215,9 @@ class Copies:
         self._index: dict[tuple[str, str], Entry] = {}
 
     def get(self, logical: str, digest: str) -> Entry | None:
-        found = self._index.get((logical, digest))
-        if found is None and self._changed():
+        if self._changed():  # one stat: builds come and go (retention, `assetver clean`)
             self._load()
-            found = self._index.get((logical, digest))
-        return found
+        return self._index.get((logical, digest))
 
     def _changed(self) -> bool:
         if self._dir is None:
