@@ -424,7 +424,7 @@ def test_polling(tree: Path, recorder: Recorder) -> None:
 _FALLBACK_CHILD = textwrap.dedent(
     """
     import ctypes, json, logging, os, sys, threading, time
-    import assetver
+    import assetver, assetver.build  # before giving up root: the checkout may be 0700
     from assetver.watch import Watcher
 
     root, uid = sys.argv[1], int(sys.argv[2])
@@ -541,7 +541,7 @@ def test_a_symlinked_root_switched(tmp_path: Path, recorder: Recorder) -> None:
 _WATCH_LIMIT_CHILD = textwrap.dedent(
     """
     import json, logging, os, sys, threading, time
-    import assetver
+    import assetver, assetver.build  # before giving up root: the checkout may be 0700
     from assetver.watch import Watcher
 
     root, uid, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
