@@ -256,3 +256,19 @@ def sync_directory(directory: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(state_dir: str) -> Iterator[None]:
+    """Serialises builds into one output (a second waits for the first)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock: builds are not serialised
+        yield
+        return
+    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -556,7 +556,7 @@ def _cmd_nginx(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from .output import clean
+    from .retention import clean
 
     _check_args(args)
     removed = clean(args.output, keep=args.keep, keep_for=args.keep_for)

@@ -19,7 +19,6 @@ retained build names. A no-change rebuild writes nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import marshal
 import os
@@ -33,6 +32,7 @@ from .atomic import (
     CONTENT_MODE,
     check_target,
     copy_file,
+    locked,
     read_regular,
     sync_files,
     write_atomic,
@@ -44,13 +44,13 @@ from .hashing import digest_bytes, integrity, read_file
 from .http import SUFFIXES
 from .manifest import Entry, Manifest
 from .references import Diagnostic
+from .retention import prune, retained_files, snapshot
 from .scan import ALL_FILES, ScanOptions, check_root
-from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, hashed_path, is_digest, split_hashed
+from .urls import MANIFEST_NAME, STATE_DIR, hashed_path, split_hashed
 
 log = logging.getLogger("assetver")
 
 MANIFEST = MANIFEST_NAME
-BUILDS = BUILDS_DIR
 DONE = "done"
 STATE = "state"
 CACHE = ".assetver-cache"
@@ -151,7 +151,7 @@ def compile_output(
     real_root = check_root(os.fspath(root))
     out = _prepare(os.fspath(output), real_root)
     state_dir = os.path.join(out, STATE_DIR)
-    with _locked(state_dir):
+    with locked(state_dir):
         job = _Compile(real_root, out, options, settings)
         source = (
             build_cached(
@@ -203,15 +203,15 @@ class _Compile:
         text = manifest.to_json().encode("utf-8")
         if self.written or source.digested:
             sync_files(self.out)
-        self._snapshot(text)
+        snapshot(self.out, text)
         if prior != text:
             write_atomic(self.manifest_path, text)
         self._current_files(manifest, previous if complete else None)
         diagnostics = [astuple(d) for d in self.diagnostics]
         state.forget(manifest, files)
         state.save(self.state_dir)
-        snapshot = {p: (e.digest, e.size, dict(e.extra)) for p, e in manifest.items()}
-        marker = (self.fingerprint, digest_bytes(text), snapshot, diagnostics)
+        entries_now = {p: (e.digest, e.size, dict(e.extra)) for p, e in manifest.items()}
+        marker = (self.fingerprint, digest_bytes(text), entries_now, diagnostics)
         write_atomic(os.path.join(self.state_dir, DONE), marshal.dumps(marker), durable=False)
         pruned = prune(self.out, keep=self.settings.keep, keep_for=self.settings.keep_for)
         return self._result(manifest, source, compressed, started, diagnostics, pruned)
@@ -370,7 +370,7 @@ class _Compile:
             assert entry.hashed is not None
             for suffix in ("", *SUFFIXES.values()):
                 reserved[entry.hashed + suffix] = logical
-        for name in _retained_files(self.out):
+        for name in retained_files(self.out):
             reserved.setdefault(name, "an earlier build")
         for logical in entries:
             owner = reserved.get(logical)
@@ -481,16 +481,6 @@ class _Compile:
             raise OutputError(f"{path} does not hash to its name; delete it and build again")
         return data
 
-    def _snapshot(self, text: bytes) -> None:
-        """Records this build for retention: its manifest under its digest (touched when
-        it exists already, so that its age counts from this build)."""
-        path = os.path.join(self.state_dir, BUILDS, digest_bytes(text) + ".json")
-        if os.path.exists(path):
-            os.utime(path)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, text)
-
     def _current_files(self, manifest: Manifest, previous: Manifest | None) -> None:
         """Points each logical path at its hashed copy (and its variants), atomically,
         where it changed; removes the current files of paths the tree no longer has."""
@@ -570,22 +560,6 @@ def _prepare(output: str, real_root: str) -> str:
     return out
 
 
-@contextlib.contextmanager
-def _locked(state_dir: str) -> Any:
-    """Serialises builds into one output (a second waits for the first)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no flock: builds are not serialised
-        yield
-        return
-    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 class _State:
     """What the next build of an output can reuse: references found in each source
     digest, rewritten outputs, and the variants written with their codec keys."""
@@ -639,82 +613,3 @@ class _State:
 
     def remember_refs(self, digest: str, refs: list[references.Reference]) -> None:
         self.refs[digest] = [astuple(r) for r in refs]
-
-
-def prune(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
-    """Removes the hashed copies and variants that no retained build of ``output`` names
-    (builds beyond the newest ``keep`` and older than ``keep_for`` seconds; the current
-    build is always retained) and returns how many files it removed."""
-    builds_dir = os.path.join(output, STATE_DIR, BUILDS)
-    try:
-        names = [n for n in os.listdir(builds_dir) if n.endswith(".json") and is_digest(n[:-5])]
-    except FileNotFoundError:
-        return 0
-    current = _read(os.path.join(output, STATE_DIR, MANIFEST))
-    current_name = digest_bytes(current) + ".json" if current is not None else None
-    aged = sorted(((os.stat(os.path.join(builds_dir, n)).st_mtime, n) for n in names), reverse=True)
-    now = time.time()
-    kept, dropped = [], []
-    earlier = 0
-    for mtime, name in aged:
-        if name == current_name:
-            kept.append(name)
-        elif earlier < keep or now - mtime < keep_for:
-            kept.append(name)
-            earlier += 1
-        else:
-            dropped.append(name)
-    if not dropped:
-        return 0
-    alive: set[str] = set()
-    if current is not None:
-        for logical, entry in json.loads(current).get("files", {}).items():
-            alive.add(logical)
-            alive.update(logical + SUFFIXES[c] for c in entry.get("variants", {}) if c in SUFFIXES)
-    for name in kept:
-        alive |= _files_of(os.path.join(builds_dir, name))
-    removed = 0
-    for name in dropped:
-        for path in _files_of(os.path.join(builds_dir, name)) - alive:
-            try:
-                os.unlink(os.path.join(output, path))
-                removed += 1
-            except FileNotFoundError:
-                pass
-        os.unlink(os.path.join(builds_dir, name))
-    return removed
-
-
-def _retained_files(output: str) -> set[str]:
-    """The hashed copies and variants every retained build of ``output`` names."""
-    names: set[str] = set()
-    builds = os.path.join(output, STATE_DIR, BUILDS)
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(builds):
-            if name.endswith(".json"):
-                names |= _files_of(os.path.join(builds, name))
-    return names
-
-
-def _files_of(snapshot: str) -> set[str]:
-    """The hashed copies and variants a build's manifest names."""
-    data = json.loads(read_regular(snapshot))
-    files = set()
-    for entry in data.get("files", {}).values():
-        hashed = entry.get("hashed")
-        if not hashed:
-            continue
-        files.add(hashed)
-        files.update(hashed + SUFFIXES[c] for c in entry.get("variants", {}) if c in SUFFIXES)
-    return files
-
-
-def clean(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
-    """`prune` for ``assetver clean``: checks ``output`` is an output first."""
-    if not os.path.isfile(os.path.join(output, STATE_DIR, MANIFEST)):
-        raise OutputError(
-            f"{output} has no {STATE_DIR}/{MANIFEST}: not a compiled output; "
-            "pass the directory given to assetver build -o"
-        )
-    with _locked(os.path.join(output, STATE_DIR)):
-        return prune(output, keep=keep, keep_for=keep_for)

@@ -20,7 +20,8 @@ from assetver import CompileError, Manifest, references
 from assetver.cli import main
 from assetver.compress import decompress
 from assetver.hashing import digest_bytes, integrity
-from assetver.output import clean, compile_output, prune
+from assetver.output import compile_output
+from assetver.retention import clean, prune
 from assetver.urls import split_hashed
 
 from .conftest import age, write
