@@ -120,7 +120,8 @@ class Answer:
                 return None
             status = classify(requested, entry.digest, proven=True)
             coding = self.coding(entry.variants)
-            return self.from_memory(status, loaded, coding, hashed, vary=bool(entry.variants))
+            path = os.path.join(self.root, hashed)
+            return self.from_memory(status, loaded, coding, path, vary=bool(entry.variants))
         loaded = self.assets.memory.get(logical)
         if loaded is None:
             return None
@@ -131,7 +132,8 @@ class Answer:
         if not stat.S_ISREG(st.st_mode) or key_of(st) != loaded.key:
             return None
         status = classify(requested, entry.digest, proven=loaded.digest == entry.digest)
-        return self.from_memory(status, loaded, None, logical, vary=False)
+        path = os.path.join(self.root, logical)
+        return self.from_memory(status, loaded, None, path, vary=False)
 
     def plain(self, logical: str, requested: str | None) -> Served | Redirect | None:
         """A file the manifest does not name (or a directory's default file that it
@@ -153,7 +155,8 @@ class Answer:
         coding = self.coding(entry.variants)
         loaded = self.assets.memory.get(hashed)
         if loaded is not None:
-            return self.from_memory(status, loaded, coding, hashed, vary=bool(entry.variants))
+            at = os.path.join(self.root, hashed)
+            return self.from_memory(status, loaded, coding, at, vary=bool(entry.variants))
         path = self.validate(hashed)
         if path is None:
             return None
@@ -197,7 +200,8 @@ class Answer:
                 st = None
             if st is not None and stat.S_ISREG(st.st_mode) and key_of(st) == loaded.key:
                 status = classify(requested, digest, proven=loaded.digest == digest)
-                return self.from_memory(status, loaded, None, logical, vary=False)
+                at = os.path.join(self.root, logical)
+                return self.from_memory(status, loaded, None, at, vary=False)
         path = self.validate(logical)
         if path is None:
             return None

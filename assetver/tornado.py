@@ -300,8 +300,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         url_path = self.path_args[0]
         if "\x00" in url_path or not self._may_serve(url_path):
             return
-        values = request.query_arguments.get("v")
-        target = assets.resolve(url_path, values[-1].decode("latin-1") if values else None)
+        target = assets.resolve(url_path, self._query_digest())
         entry = target.entry
         if entry is None or (target.requested is not None and target.requested != entry.digest):
             return
@@ -376,6 +375,11 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
         self._logical = url_path
         return super().parse_url_path(url_path)
 
+    def _query_digest(self) -> str | None:
+        """The ``v`` argument (the last one, as Tornado's ``get_argument`` takes)."""
+        values = self.request.query_arguments.get("v")
+        return values[-1].decode("latin-1") if values else None
+
     def _may_serve(self, logical: str) -> bool:
         """Dotfiles are never served, unless the app counts them (then only assetver's
         own state and temporary files are not)."""
@@ -394,8 +398,6 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
                 path = self._validate(root, absolute_path)
                 result = None if path is None else plain(path, root)
             else:
-                values = self.request.query_arguments.get("v")
-                query = values[-1].decode("latin-1") if values else None
                 answer = Answer(
                     assets,
                     root,
@@ -403,7 +405,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
                     self.request.headers.get("Accept-Encoding"),
                     "Range" in self.request.headers,
                 )
-                result = answer(assets.resolve(self._logical, query))
+                result = answer(assets.resolve(self._logical, self._query_digest()))
         except Refused as e:
             raise HTTPError(e.code) from e
         if isinstance(result, Redirect):
