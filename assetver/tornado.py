@@ -401,7 +401,7 @@ class StaticFileHandler(tornado.web.StaticFileHandler):
                 answer = Answer(
                     assets,
                     root,
-                    lambda inside: self._validate(root, os.path.join(root, inside)),
+                    lambda inside: self._validate(root, self.get_absolute_path(root, inside)),
                     self.request.headers.get("Accept-Encoding"),
                     "Range" in self.request.headers,
                 )
