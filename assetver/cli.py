@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import AssetverError
-from .urls import STATE_DIR
+from .urls import STATE_DIR, state_manifest
 
 EXIT_OK = 0
 EXIT_STALE = 1
@@ -34,7 +34,7 @@ class UsageError(AssetverError, ValueError):
 
 def default_manifest_path(root: str) -> str:
     """Where ``build`` writes and ``check`` reads when no path is given."""
-    return os.path.join(root, STATE_DIR, "manifest.json")
+    return state_manifest(root)
 
 
 def default_cache_path(manifest_path: str) -> str:
@@ -470,7 +470,7 @@ def _human(n: int) -> str:
 def _manifest_of(path: str) -> str:
     """A manifest file, or the manifest of the output directory ``path``."""
     if os.path.isdir(path):
-        return os.path.join(path, STATE_DIR, "manifest.json")
+        return state_manifest(path)
     return path
 
 

@@ -46,7 +46,7 @@ from .manifest import Entry, Manifest
 from .references import Diagnostic
 from .retention import prune, retained_files, snapshot
 from .scan import ALL_FILES, ScanOptions, check_root
-from .urls import MANIFEST_NAME, STATE_DIR, hashed_path, split_hashed
+from .urls import MANIFEST_NAME, STATE_DIR, hashed_path, split_hashed, state_manifest
 
 log = logging.getLogger("assetver")
 
@@ -176,7 +176,7 @@ class _Compile:
     def __init__(self, root: str, out: str, options: ScanOptions, settings: CompileOptions) -> None:
         self.root, self.out, self.options, self.settings = root, out, options, settings
         self.state_dir = os.path.join(out, STATE_DIR)
-        self.manifest_path = os.path.join(self.state_dir, MANIFEST)
+        self.manifest_path = state_manifest(out)
         self.fingerprint = settings.fingerprint + options.fingerprint
         self.diagnostics: list[Diagnostic] = []
         self.written = 0

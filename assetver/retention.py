@@ -19,7 +19,7 @@ from .atomic import locked, read_regular, write_atomic
 from .errors import OutputError
 from .hashing import digest_bytes
 from .http import SUFFIXES
-from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, is_digest
+from .urls import BUILDS_DIR, MANIFEST_NAME, STATE_DIR, is_digest, state_manifest
 
 
 def snapshot(output: str, text: bytes) -> None:
@@ -48,7 +48,7 @@ def prune(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
         names = [n for n in os.listdir(builds_dir) if n.endswith(".json") and is_digest(n[:-5])]
     except FileNotFoundError:
         return 0
-    current = _read(os.path.join(output, STATE_DIR, MANIFEST_NAME))
+    current = _read(state_manifest(output))
     current_name = digest_bytes(current) + ".json" if current is not None else None
     aged = sorted(((os.stat(os.path.join(builds_dir, n)).st_mtime, n) for n in names), reverse=True)
     now = time.time()
@@ -109,7 +109,7 @@ def _files_of(snapshot: str) -> set[str]:
 
 def clean(output: str, *, keep: int = 3, keep_for: float = 3600.0) -> int:
     """`prune` for ``assetver clean``: checks ``output`` is an output first."""
-    if not os.path.isfile(os.path.join(output, STATE_DIR, MANIFEST_NAME)):
+    if not os.path.isfile(state_manifest(output)):
         raise OutputError(
             f"{output} has no {STATE_DIR}/{MANIFEST_NAME}: not a compiled output; "
             "pass the directory given to assetver build -o"

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .build import BuildResult, build
 from .cache import load as load_cache
@@ -21,7 +21,10 @@ from .manifest import Manifest
 from .scan import ScanOptions
 from .serving import Assets, Config, check_manifest
 from .statkey import RACY, Key, read_stamp, split_keys
-from .urls import STATE_DIR
+from .urls import state_manifest
+
+if TYPE_CHECKING:
+    from .output import CompileOptions
 
 log = logging.getLogger("assetver")
 
@@ -36,16 +39,16 @@ SETTLE_SECONDS = 2.5
 """How long start-up waits at most for files changed just before it to become old
 enough to prove by their stat keys (see `.statkey`)."""
 
-__all__ = ["ConfigError", "scan_options", "start", "watch"]
-
 
 def scan_options(*, exclude: Iterable[str] = (), include_hidden: bool = False) -> ScanOptions:
+    """The scan options of an application's settings (``assetver_exclude`` must be a
+    list: a bare string would be taken character by character)."""
     if isinstance(exclude, str):
         raise ConfigError(f"assetver_exclude={exclude!r} must be a list of glob patterns")
     return ScanOptions.make(exclude=exclude, include_hidden=include_hidden)
 
 
-def debug_settings(config: Config) -> Any:
+def debug_settings(config: Config) -> CompileOptions:
     """How debug mode compiles: root-relative references under the app's prefix, and no
     variants (a font edit reaches every stylesheet's URL in milliseconds, not after
     brotli 11; the identity bytes and URLs are those of a production build)."""
@@ -56,7 +59,7 @@ def debug_settings(config: Config) -> Any:
 
 def output_manifest_path(output: str) -> str:
     """Where a compiled output keeps its manifest."""
-    return os.path.join(output, STATE_DIR, "manifest.json")
+    return state_manifest(output)
 
 
 def start(config: Config) -> Assets:

@@ -9,6 +9,7 @@ The digest goes before the last extension only (``css/app.css`` ->
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 
@@ -26,6 +27,12 @@ never part of a manifest."""
 
 MANIFEST_NAME = "manifest.json"
 """The manifest's name in the state directory (of a root or of an output)."""
+
+
+def state_manifest(directory: str) -> str:
+    """Where the manifest of a root or an output is kept by default."""
+    return os.path.join(directory, STATE_DIR, MANIFEST_NAME)
+
 
 BUILDS_DIR = "builds"
 """The directory of an output's state holding every retained build's manifest, named by
