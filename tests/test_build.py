@@ -499,3 +499,26 @@ def test_manifest_from_unordered_iterates_in_sorted_order() -> None:
     assert Manifest.from_unordered(dict(files)).to_json() == Manifest(files).to_json()
     assert Manifest().diff(Manifest.from_unordered(dict(files))).added == sorted(files)
     assert list(Manifest.from_unordered(dict(files)).items()) == sorted(files.items())
+
+
+def test_public_api_is_pinned() -> None:
+    """What `import assetver` offers is a contract: a change here is a CHANGELOG line."""
+    assert assetver.__all__ == [
+        "AssetNotFound",
+        "AssetverError",
+        "BuildResult",
+        "CompileError",
+        "ConfigError",
+        "Entry",
+        "FileReadError",
+        "Manifest",
+        "ManifestDiff",
+        "ManifestError",
+        "OutputError",
+        "RootError",
+        "WatchError",
+        "__version__",
+        "build_manifest",
+    ]
+    for name in assetver.__all__:
+        assert getattr(assetver, name) is not None
