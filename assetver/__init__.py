@@ -28,10 +28,10 @@ from .errors import (
     RootError,
     WatchError,
 )
-from .manifest import Entry, Manifest, ManifestDiff
 
 if TYPE_CHECKING:
     from .build import BuildResult
+    from .manifest import Entry, Manifest, ManifestDiff
 
 __version__ = "0.1.0.dev0"
 
@@ -54,14 +54,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # `BuildResult` comes with the build machinery, which `assetver --version` and a
-    # Tornado app that only loads a manifest never need: imported on first use.
-    if name == "BuildResult":
-        from .build import BuildResult
+_LAZY = {
+    "BuildResult": "build",
+    "Entry": "manifest",
+    "Manifest": "manifest",
+    "ManifestDiff": "manifest",
+}
 
-        return BuildResult
-    raise AttributeError(f"module 'assetver' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    # The classes come with their modules (json, dataclasses, the build machinery),
+    # which `assetver --version` never needs: imported on first use.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assetver' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def build_manifest(

@@ -129,22 +129,26 @@ def copying(near: str) -> Iterator[_Copy]:
 
 def sync_files(directory: str) -> None:
     """Makes everything written under ``directory`` durable before a manifest that names
-    it is written: one ``syncfs`` of its filesystem where Linux has it, else a global
-    ``sync``. (One call rather than an fsync per file, which would cost milliseconds
-    each on thousands of files.)"""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
+    it is written: one ``sync`` (rather than an fsync per file, which would cost
+    milliseconds each on thousands of files; ``syncfs`` would take ctypes, whose import
+    alone costs a command's start-up 20 ms)."""
     os.sync()
+
+
+class Syncing:
+    """`sync_files` of ``directory`` in a thread of its own (the system call releases the
+    GIL), for a caller with other work to do before it needs the files durable."""
+
+    def __init__(self, directory: str) -> None:
+        import threading
+
+        self._thread = threading.Thread(
+            target=sync_files, args=(directory,), name="assetver-sync", daemon=True
+        )
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def temp_file(directory: str) -> tuple[int, str]:

@@ -24,12 +24,13 @@ import marshal
 import os
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import references
 from .atomic import (
     CONTENT_MODE,
+    Syncing,
     check_target,
     copy_file,
     locked,
@@ -191,23 +192,30 @@ class _Compile:
                 {p: Entry(*fields) for p, fields in files.items()}, output=True
             )
             return self._result(kept, source, 0, started, diagnostics)
-        previous = _load_previous(self.manifest_path)
-        state = _State.load(self.state_dir, self.fingerprint) or _State(self.fingerprint)
-        files = self._drop_foreign_variants(dict(source.manifest.items()))
-        entries = self._rewrite(files, source, state)
-        self._check_clashes(entries)
-        if not complete:
-            self._repair_copies(entries, files)
-        compressed = self._variants(entries, state)
-        manifest = Manifest(entries, output=True)
-        text = manifest.to_json().encode("utf-8")
-        if self.written or source.digested:
+        # The copies the hashing workers wrote are made durable while stylesheets are
+        # rewritten; whatever is written after is synced before the manifest names it.
+        syncing = Syncing(self.out) if source.digested else None
+        try:
+            previous = _load_previous(self.manifest_path)
+            state = _State.load(self.state_dir, self.fingerprint) or _State(self.fingerprint)
+            files = self._drop_foreign_variants(dict(source.manifest.items()))
+            entries = self._rewrite(files, source, state)
+            self._check_clashes(entries)
+            if not complete:
+                self._repair_copies(entries, files)
+            compressed = self._variants(entries, state)
+            manifest = Manifest(entries, output=True)
+            text = manifest.to_json().encode("utf-8")
+        finally:
+            if syncing is not None:
+                syncing.join()
+        if self.written:
             sync_files(self.out)
         snapshot(self.out, text)
         if prior != text:
             write_atomic(self.manifest_path, text)
         self._current_files(manifest, previous if complete else None)
-        diagnostics = [astuple(d) for d in self.diagnostics]
+        diagnostics = [_fields(d) for d in self.diagnostics]
         state.forget(manifest, files)
         state.save(self.state_dir)
         entries_now = {p: (e.digest, e.size, dict(e.extra)) for p, e in manifest.items()}
@@ -512,6 +520,11 @@ class _Compile:
         self.written += 1
 
 
+def _fields(record: Any) -> tuple[Any, ...]:
+    """A dataclass's fields as a tuple (``astuple`` copies deeply, which costs here)."""
+    return tuple(getattr(record, f.name) for f in fields(record))
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -612,4 +625,4 @@ class _State:
         return None if found is None else [references.Reference(*r) for r in found]
 
     def remember_refs(self, digest: str, refs: list[references.Reference]) -> None:
-        self.refs[digest] = [astuple(r) for r in refs]
+        self.refs[digest] = [_fields(r) for r in refs]
