@@ -21,8 +21,9 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .diagnostics import Diagnostic
 from .errors import CompileError
-from .references import Diagnostic, Reference, Resolution, diagnose, hashed_url, splice
+from .references import Reference, Resolution, diagnose, hashed_url, splice
 
 Resolved = Sequence[tuple[Reference, Resolution]]
 """A file's references with their resolutions, in source order."""

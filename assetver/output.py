@@ -25,9 +25,8 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import references
 from .atomic import (
     CONTENT_MODE,
     Syncing,
@@ -40,14 +39,17 @@ from .atomic import (
     write_copy,
 )
 from .build import BuildResult, Progress, build, build_cached
+from .diagnostics import Diagnostic
 from .errors import VANISHED, CompileError, ConfigError, OutputError
 from .hashing import digest_bytes, integrity, read_file
 from .http import SUFFIXES
 from .manifest import Entry, Manifest
-from .references import Diagnostic
 from .retention import prune, retained_files, snapshot
 from .scan import ALL_FILES, ScanOptions, check_root
-from .urls import MANIFEST_NAME, STATE_DIR, hashed_path, split_hashed, state_manifest
+from .urls import MANIFEST_NAME, STATE_DIR, hashed_path, is_rewritable, split_hashed, state_manifest
+
+if TYPE_CHECKING:
+    from .references import Reference
 
 log = logging.getLogger("assetver")
 
@@ -161,14 +163,12 @@ def compile_output(
                 options=options,
                 jobs=jobs,
                 copy_to=out,
-                keep=references.is_rewritable,
+                keep=is_rewritable,
                 progress=progress,
                 only=only,
             )
             if cache
-            else build(
-                real_root, options=options, jobs=jobs, copy_to=out, keep=references.is_rewritable
-            )
+            else build(real_root, options=options, jobs=jobs, copy_to=out, keep=is_rewritable)
         )
         return job.run(source, started)
 
@@ -284,9 +284,9 @@ class _Compile:
     ) -> dict[str, Entry]:
         """Entries of the output: references rewritten in Merkle order, digests and
         sizes of the served bytes, hashed copies of rewritten files written."""
-        from . import merkle
+        from . import merkle, references
 
-        rewritable = [p for p in files if references.is_rewritable(p)]
+        rewritable = [p for p in files if is_rewritable(p)]
         datas: dict[str, bytes] = {}
 
         def data_of(logical: str) -> bytes:
@@ -410,7 +410,7 @@ class _Compile:
         for logical, entry in entries.items():
             if entry.hashed is None or os.path.exists(os.path.join(self.out, entry.hashed)):
                 continue
-            if references.is_rewritable(logical):
+            if is_rewritable(logical):
                 continue
             try:
                 digest, _, _ = digest_one(copy, logical)
@@ -620,9 +620,11 @@ class _State:
         live = {e.hashed for e in manifest.values()}
         self.variants = {h: v for h, v in self.variants.items() if h in live}
 
-    def refs_of(self, digest: str) -> list[references.Reference] | None:
-        found = self.refs.get(digest)
-        return None if found is None else [references.Reference(*r) for r in found]
+    def refs_of(self, digest: str) -> list[Reference] | None:
+        from .references import Reference
 
-    def remember_refs(self, digest: str, refs: list[references.Reference]) -> None:
+        found = self.refs.get(digest)
+        return None if found is None else [Reference(*r) for r in found]
+
+    def remember_refs(self, digest: str, refs: list[Reference]) -> None:
         self.refs[digest] = [_fields(r) for r in refs]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
+from .diagnostics import Diagnostic
 from .urls import hashed_path
 
 # The CSS lexer: one regex whose every branch starts with a literal byte (``/ " ' \ @ (``),
@@ -113,27 +114,6 @@ class Resolution:
     detail: str = ""
     hint: str | None = None
     segment: tuple[int, int] = (0, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
-    """One finding about one reference, printed as one line."""
-
-    logical_path: str
-    line: int
-    column: int
-    kind: str
-    message: str
-    severity: str = "warning"
-
-    def __str__(self) -> str:
-        where = f"{self.logical_path}:{self.line}:{self.column}"
-        return f"{where}: {self.severity}: {self.message} [{self.kind}]"
-
-
-def is_rewritable(logical_path: str) -> bool:
-    """Whether `scan` looks inside this file (stylesheets and JavaScript)."""
-    return logical_path.lower().endswith((".css", ".js", ".mjs"))
 
 
 def scan(logical_path: str, data: bytes) -> list[Reference] | None:

@@ -42,6 +42,16 @@ TEMP_PREFIX = ".assetver-"
 """Prefix of temporary files of atomic writes, which scans and watchers leave out."""
 
 
+REWRITABLE = (".css", ".js", ".mjs")
+"""Suffixes of files whose references a compiled output rewrites (stylesheets: every
+reference; scripts: the source map only)."""
+
+
+def is_rewritable(logical_path: str) -> bool:
+    """Whether a compiled output looks inside this file for references."""
+    return logical_path.lower().endswith(REWRITABLE)
+
+
 def is_digest(text: str) -> bool:
     """Tells whether ``text`` has the form of a digest (16 lowercase hex characters)."""
     return len(text) == DIGEST_LENGTH and _DIGEST.match(text) is not None

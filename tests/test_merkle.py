@@ -20,8 +20,8 @@ from assetver.merkle import (
     plan,
     rewrite_one,
 )
-from assetver.references import Reference, Resolution, is_rewritable, resolve, scan
-from assetver.urls import hashed_path
+from assetver.references import Reference, Resolution, resolve, scan
+from assetver.urls import hashed_path, is_rewritable
 
 
 def resolved_of(

@@ -17,13 +17,12 @@ from assetver.references import (
     Resolution,
     diagnose,
     hashed_url,
-    is_rewritable,
     near_miss,
     resolve,
     scan,
     splice,
 )
-from assetver.urls import hashed_path
+from assetver.urls import hashed_path, is_rewritable
 
 TREE = {
     name: f"{i + 1:016x}"
