@@ -6,7 +6,7 @@ import marshal
 import os
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -522,3 +522,55 @@ def test_public_api_is_pinned() -> None:
     ]
     for name in assetver.__all__:
         assert getattr(assetver, name) is not None
+
+
+@pytest.fixture
+def one_second_fs(tmp_path: Path) -> Iterator[Path]:
+    """A loop-mounted ext4 with 128-byte inodes: its timestamps have 1-second
+    granularity (needs root and mkfs.ext4, which CI has)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("mounting a 1-second ext4 needs root and mkfs.ext4")
+    image, mount = tmp_path / "fs.img", tmp_path / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-I", "128", str(image)], check=True, capture_output=True
+    )
+    done = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot loop-mount here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_racy_rule_across_filesystems(one_second_fs: Path, tmp_path: Path) -> None:
+    """The tree on a 1-second filesystem, its cache on a nanosecond one: a same-size
+    rewrite and a new file within the same second as the build are both seen."""
+    root = one_second_fs / "static"
+    cache_file = str(tmp_path / "cache" / "c")  # on the test's own (nanosecond) filesystem
+    for attempt in range(5):  # all within one second of the filesystem's clock
+        while time.time() % 1 > 0.2:
+            time.sleep(0.01)
+        write(root, "app.css", "aaaa")
+        written = (root / "app.css").stat().st_mtime_ns
+        first = build_cached(root, cache_file)
+        write(root, "app.css", "bbbb")
+        write(root, "new.css", "new")
+        if (root / "app.css").stat().st_mtime_ns == written:
+            break
+        (root / "new.css").unlink()
+        os.unlink(cache_file)
+    else:
+        pytest.skip("could not write, build and rewrite within one second here")
+    assert written % 10**9 == 0  # 1-second timestamps indeed
+    for _ in range(3):
+        again = build_cached(root, cache_file)
+        assert again.manifest["app.css"].digest == digest_bytes(b"bbbb")
+        assert "new.css" in again.manifest
+    assert first.manifest["app.css"].digest == digest_bytes(b"aaaa")
