@@ -554,7 +554,7 @@ def test_racy_rule_across_filesystems(one_second_fs: Path, tmp_path: Path) -> No
     rewrite and a new file within the same second as the build are both seen."""
     root = one_second_fs / "static"
     cache_file = str(tmp_path / "cache" / "c")  # on the test's own (nanosecond) filesystem
-    for attempt in range(5):  # all within one second of the filesystem's clock
+    for _ in range(5):  # all within one second of the filesystem's clock
         while time.time() % 1 > 0.2:
             time.sleep(0.01)
         write(root, "app.css", "aaaa")
