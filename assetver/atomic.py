@@ -80,22 +80,14 @@ def write_copy(path: str, data: bytes | memoryview) -> bool:
     returns whether it wrote: a file named by the digest of its bytes never changes, so
     one that exists is already right.
 
-    Written through a temporary file and a rename, so a kill leaves no partial file
-    under the name; not fsynced here (see `sync_files`).
+    Written through a temporary file and a rename (see `copying`), so a kill leaves no
+    partial file under the name; not fsynced here (see `sync_files`).
     """
     if os.path.lexists(path):
         return False
-    fd, tmp = _new_temp(os.path.dirname(path))
-    try:
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with copying(path) as temp:
+        write_all(temp.fd, data)
+        temp.name = path
     return True
 
 

@@ -168,7 +168,14 @@ def compile_output(
                 only=only,
             )
             if cache
-            else build(real_root, options=options, jobs=jobs, copy_to=out, keep=is_rewritable)
+            else build(
+                real_root,
+                options=options,
+                jobs=jobs,
+                copy_to=out,
+                keep=is_rewritable,
+                progress=progress,
+            )
         )
         return job.run(source, started)
 
