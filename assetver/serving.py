@@ -82,11 +82,6 @@ class Config:
                 f"assetver_allow_origin={origin!r} must be an origin, '*' or None to send none"
             )
 
-    @property
-    def serve_root(self) -> str:
-        """The directory files are served from."""
-        return self.output or self.root
-
 
 @dataclass(slots=True)
 class Target:
@@ -125,7 +120,6 @@ class Assets:
         """Set while a debug watcher keeps `manifest` fresh."""
         self.copies = Copies(config.output)
         """The hashed copies the output's builds wrote: what retained digests serve."""
-        self.pid = os.getpid()
 
     def set_manifest(self, manifest: Manifest, proofs: dict[str, Key]) -> None:
         self.manifest, self.proofs = manifest, proofs
