@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from .e2e_support import find_nginx
+
 # CI explores the same examples every run, so a landing never hinges on a lucky draw;
 # locally every run explores new ones.
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -28,6 +30,17 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="module")
+def nginx_bin() -> str:
+    """The nginx binary; CI must have one, elsewhere its tests are skipped."""
+    binary = find_nginx()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is required in CI (.ci/run installs the Debian nginx package)")
+        pytest.skip("no nginx binary on PATH or at /usr/sbin/nginx; install nginx to run these")
+    return binary
 
 
 def write(root: Path, logical_path: str, data: bytes | str) -> Path:

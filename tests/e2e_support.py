@@ -643,7 +643,7 @@ def find_nginx() -> str | None:
     return found
 
 
-def brotli_module() -> str | None:
+def find_brotli_module() -> str | None:
     return next((m for m in BROTLI_MODULES if os.path.exists(m)), None)
 
 
@@ -660,7 +660,7 @@ class Nginx:
             f'    {name}_temp_path "{prefix}/{name}";\n'
             for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
-        module = brotli_module()
+        module = find_brotli_module()
         self.conf.write_text(
             (f"load_module {module};\n" if module else "")
             + ("user root;\n" if os.geteuid() == 0 else "")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -47,12 +46,11 @@ from .e2e_support import (
     Response,
     assert_immutable,
     assert_not_immutable,
-    brotli_module,
     by_logical,
     cli,
     client,
     crawl,
-    find_nginx,
+    find_brotli_module,
     free_port,
     listening_socket,
     make_app,
@@ -71,16 +69,6 @@ pytestmark = pytest.mark.timeout(90)
 SUFFIXES = {"br": ".br", "gzip": ".gz", "zstd": ".zst"}
 CHANGED = ["css/admin.css", "css/app.css", "fonts/app-sans.woff2"]
 REMOVED = ["img/old-banner.svg"]
-
-
-@pytest.fixture
-def nginx_bin() -> str:
-    binary = find_nginx()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs the Debian nginx package)")
-        pytest.skip("no nginx binary on PATH or at /usr/sbin/nginx; install nginx to run these")
-    return binary
 
 
 @pytest.fixture
@@ -167,7 +155,7 @@ async def settled(http: Client, url: str, seconds: float = 3.0) -> Response:
 def test_rolling_deploy(workdir: Path, style: str, nginx_bin: str) -> None:
     root, out = workdir / "static", workdir / "dist" / "static"
     port = free_port()
-    brotli = ["--brotli"] if brotli_module() else []
+    brotli = ["--brotli"] if find_brotli_module() else []
     with contextlib.ExitStack() as stack:
         sock_a, port_a = listening_socket()
         stack.callback(sock_a.close)

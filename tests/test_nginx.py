@@ -12,7 +12,6 @@ import io
 import itertools
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from assetver.policy import IMMUTABLE, NO_STORE, REVALIDATE, STALE_POLICIES
 from assetver.urls import STATE_DIR, hashed_path, split_hashed
 
 from .conftest import write
+from .e2e_support import find_brotli_module, free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_APP = REPO / "examples" / "app.py"
@@ -55,11 +55,6 @@ MIME_TYPES = """types {
 }
 """
 """The host's table in these tests: deliberately without .mjs, .woff2, .wasm..."""
-
-BROTLI_MODULES = (
-    "/usr/lib/nginx/modules/ngx_http_brotli_static_module.so",
-    "/usr/share/nginx/modules/ngx_http_brotli_static_module.so",
-)
 
 SPECIAL_NAMES = [
     "sp ace.css",
@@ -87,30 +82,9 @@ TRICKY_NAMES = [
 ]
 
 
-def _find_nginx() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def _brotli_module() -> str | None:
-    return next((m for m in BROTLI_MODULES if os.path.exists(m)), None)
-
-
-@pytest.fixture(scope="module")
-def nginx_bin() -> str:
-    binary = _find_nginx()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs the Debian nginx package)")
-        pytest.skip("no nginx binary on PATH or at /usr/sbin/nginx; install nginx to run these")
-    return binary
-
-
 @pytest.fixture
 def brotli_module() -> str:
-    module = _brotli_module()
+    module = find_brotli_module()
     if module is None:
         if os.environ.get("CI"):
             pytest.fail("CI needs Debian's libnginx-mod-http-brotli-static for these")
@@ -118,36 +92,6 @@ def brotli_module() -> str:
             "no ngx_http_brotli_static_module: apt-get install libnginx-mod-http-brotli-static"
         )
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"process exited with {proc.returncode}: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    pytest.fail(f"nothing listens on 127.0.0.1:{port}: {log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=3)
 
 
 class Nginx:
@@ -164,7 +108,7 @@ class Nginx:
             f'    {name}_temp_path "{prefix}/{name}";'
             for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
-        module = _brotli_module()
+        module = find_brotli_module()
         self.conf.write_text(
             (f"load_module {module};\n" if module else "")
             + ("user root;\n" if os.geteuid() == 0 else "")
@@ -821,7 +765,7 @@ def test_missing_hashed_copy_is_never_immutable(nginx: Nginx, out: Path) -> None
     for suffix in SUFFIXES.values():
         (out / (hashed_path("css/app.css", new) + suffix)).unlink(missing_ok=True)
     port = free_port()
-    nginx.site(output_config(out, port, brotli=_brotli_module() is not None))
+    nginx.site(output_config(out, port, brotli=find_brotli_module() is not None))
     with nginx.running(port):
         for style in ("query", "filename"):
             for coding in ("", "gzip", "br"):

@@ -50,12 +50,11 @@ from .e2e_support import (
     Nginx,
     Response,
     assert_immutable,
-    brotli_module,
     by_logical,
     cli,
     client,
     crawl,
-    find_nginx,
+    find_brotli_module,
     free_port,
     logical_of,
     make_app,
@@ -73,16 +72,6 @@ def chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail("Chromium is required in CI (.ci/run installs Debian's chromium)")
         pytest.skip("no Chromium installed: apt-get install chromium")
-
-
-@pytest.fixture
-def nginx_bin() -> str:
-    binary = find_nginx()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs the Debian nginx package)")
-        pytest.skip("no nginx binary on PATH or at /usr/sbin/nginx; install nginx to run these")
-    return binary
 
 
 @dataclass(frozen=True)
@@ -319,7 +308,7 @@ def test_through_nginx_in_front_of_tornado(
         async with serve(app(built, style)) as upstream:
             args = ["nginx", str(built.out), "--prefix", PREFIX, "--listen", f"127.0.0.1:{port}"]
             args += ["--upstream", upstream.removeprefix("http://")]
-            args += ["--brotli"] if brotli_module() else []
+            args += ["--brotli"] if find_brotli_module() else []
             nginx = Nginx(nginx_bin, tmp_path / "nginx", cli(*args))
             origin = f"http://127.0.0.1:{port}"
             with nginx.running(port):
@@ -332,7 +321,7 @@ def test_through_nginx_in_front_of_tornado(
                     assert first.document.response_headers["server"].startswith("TornadoServer")
                     for e in first.network(documents=False):
                         assert e.response_headers["server"].startswith("nginx"), e
-                        if brotli_module() and logical_of(e.url) == "css/app.css":
+                        if find_brotli_module() and logical_of(e.url) == "css/app.css":
                             assert e.response_headers.get("content-encoding") == "br", e
                     page = await http.get(origin + "/")
                     crawled = await assert_promise_kept(http, page, first)
